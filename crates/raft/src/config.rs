@@ -1,0 +1,128 @@
+//! Tunables of the protocol, with a `validate()` that rejects nonsense.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// How a Raft node behaves in time and how much it sends at once.
+///
+/// The core counts *ticks*; the driver turns wall-clock (or virtual) time into
+/// ticks at `tick_interval`. Durations below are rounded to whole ticks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftConfig {
+    /// Length of one tick of the logical clock.
+    pub tick_interval: Duration,
+    /// How often a leader sends AppendEntries when it has nothing else to say
+    /// (§5.2: heartbeats maintain authority).
+    pub heartbeat_interval: Duration,
+    /// Election timeouts are drawn at random from `[min, max)` (§5.2: "randomized
+    /// election timeouts to ensure that split votes are rare").
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Upper bound on entries in one AppendEntries.
+    pub max_entries_per_append: usize,
+    /// Upper bound on payload bytes in one AppendEntries (at least one entry is
+    /// always sent, however large).
+    pub max_bytes_per_append: usize,
+    /// Thesis §9.6: pre-vote before raising the term.
+    pub pre_vote: bool,
+    /// Thesis §6.2: a leader steps down when it has not heard from a majority
+    /// within an election timeout.
+    pub check_quorum: bool,
+    /// Maximum AppendEntries in flight to one follower (pipelining).
+    pub max_inflight_appends: usize,
+}
+
+impl Default for RaftConfig {
+    fn default() -> Self {
+        RaftConfig {
+            tick_interval: Duration::from_millis(10),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(300),
+            election_timeout_max: Duration::from_millis(600),
+            max_entries_per_append: 1024,
+            max_bytes_per_append: 1 << 20,
+            pre_vote: true,
+            check_quorum: true,
+            max_inflight_appends: 64,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ConfigError {
+    #[error("tick interval must be positive")]
+    ZeroTick,
+    #[error("heartbeat interval ({heartbeat:?}) must be at least one tick ({tick:?})")]
+    HeartbeatBelowTick { heartbeat: Duration, tick: Duration },
+    #[error("heartbeat interval ({heartbeat:?}) must be below the minimum election timeout ({election_min:?})")]
+    HeartbeatNotBelowElection {
+        heartbeat: Duration,
+        election_min: Duration,
+    },
+    #[error(
+        "election timeout range {min:?}-{max:?} is empty: the maximum must exceed the minimum"
+    )]
+    EmptyElectionRange { min: Duration, max: Duration },
+    #[error("{0} must be at least 1")]
+    ZeroLimit(&'static str),
+}
+
+impl RaftConfig {
+    /// Checks that the settings make sense together. Never panics.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tick_interval.is_zero() {
+            return Err(ConfigError::ZeroTick);
+        }
+        if self.heartbeat_interval < self.tick_interval {
+            return Err(ConfigError::HeartbeatBelowTick {
+                heartbeat: self.heartbeat_interval,
+                tick: self.tick_interval,
+            });
+        }
+        if self.heartbeat_interval >= self.election_timeout_min {
+            return Err(ConfigError::HeartbeatNotBelowElection {
+                heartbeat: self.heartbeat_interval,
+                election_min: self.election_timeout_min,
+            });
+        }
+        if self.election_timeout_max <= self.election_timeout_min
+            || self.ticks(self.election_timeout_max) <= self.ticks(self.election_timeout_min)
+        {
+            return Err(ConfigError::EmptyElectionRange {
+                min: self.election_timeout_min,
+                max: self.election_timeout_max,
+            });
+        }
+        if self.max_entries_per_append == 0 {
+            return Err(ConfigError::ZeroLimit("max_entries_per_append"));
+        }
+        if self.max_bytes_per_append == 0 {
+            return Err(ConfigError::ZeroLimit("max_bytes_per_append"));
+        }
+        if self.max_inflight_appends == 0 {
+            return Err(ConfigError::ZeroLimit("max_inflight_appends"));
+        }
+        Ok(())
+    }
+
+    /// `d` in whole ticks (at least 1).
+    pub fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.tick_interval.as_nanos().max(1);
+        ((d.as_nanos() / tick) as u64).max(1)
+    }
+
+    pub fn heartbeat_ticks(&self) -> u64 {
+        self.ticks(self.heartbeat_interval)
+    }
+
+    pub fn election_ticks_min(&self) -> u64 {
+        self.ticks(self.election_timeout_min)
+    }
+
+    pub fn election_ticks_max(&self) -> u64 {
+        self.ticks(self.election_timeout_max)
+    }
+}

@@ -1,0 +1,1153 @@
+//! `RaftCore`: the whole protocol as a pure, deterministic state machine.
+//!
+//! Inputs: [`RaftCore::step`] (a message from a peer), [`RaftCore::tick`] (one
+//! unit of logical time), [`RaftCore::propose`] (a client command) and
+//! [`RaftCore::read_index`] (a linearizable read). Output: a [`Ready`] from
+//! [`RaftCore::ready`], saying what to persist, what to send, what to apply.
+//!
+//! No IO, no clock, no global randomness: the election-timeout RNG is seeded
+//! by the caller. Given the same inputs, the core makes the same decisions,
+//! which is what lets the simulator replay a failure from its seed.
+//!
+//! Roles follow Figure 4: Follower → (PreCandidate →) Candidate → Leader, and
+//! back to Follower on any higher term (§5.1).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use thiserror::Error;
+
+use crate::config::{ConfigError, RaftConfig};
+use crate::log::RaftLog;
+use crate::message::{
+    AppendEntriesArgs, AppendEntriesReply, Message, RequestVoteArgs, RequestVoteReply, Rpc,
+};
+use crate::storage::RecoveredState;
+use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
+
+/// Why a proposal or read was refused. Nothing was appended to the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum NotLeader {
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+}
+
+/// Why a core could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CoreError {
+    #[error("node id must be positive")]
+    ZeroId,
+    #[error("node {id} is not among the voters {voters:?}")]
+    NotAVoter { id: NodeId, voters: Vec<NodeId> },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("recovered log is not contiguous from index 1 (entry {position} has index {index})")]
+    BadLog { position: usize, index: LogIndex },
+}
+
+/// The outcome of a [`RaftCore::read_index`] request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's id for the read.
+    pub id: u64,
+    /// `Ok(read_index)`: once the state machine has applied `read_index`, a read
+    /// of it is linearizable. `Err`: leadership was lost first; retry elsewhere.
+    pub result: Result<LogIndex, NotLeader>,
+}
+
+/// Something the driver may want to know about (logs, metrics, waiters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The role, term or known leader changed.
+    StateChanged {
+        state: RaftState,
+        term: Term,
+        leader: Option<NodeId>,
+    },
+}
+
+/// What the driver must do next, in this order:
+/// 1. send `messages` (they do not depend on this Ready's persistence);
+/// 2. durably write `hard_state` and `entries`;
+/// 3. call [`RaftCore::advance`];
+/// 4. send `persisted_messages` (votes and AppendEntries replies: Figure 2,
+///    "respond to RPCs only after updating stable storage");
+/// 5. apply `committed_entries` in order, answer `read_states`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub hard_state: Option<HardState>,
+    pub entries: Vec<LogEntry>,
+    /// Leader AppendEntries: safe to send before the leader's own disk write
+    /// (thesis §10.2.1), since the leader counts itself only once durable.
+    pub messages: Vec<Message>,
+    /// Messages that must wait until `hard_state` and `entries` are durable.
+    pub persisted_messages: Vec<Message>,
+    pub committed_entries: Vec<LogEntry>,
+    pub read_states: Vec<ReadState>,
+    pub events: Vec<Event>,
+}
+
+impl Ready {
+    pub fn is_empty(&self) -> bool {
+        self.hard_state.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.persisted_messages.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// The leader's view of one follower (Figure 2, "Volatile state on leaders",
+/// plus flow control as in etcd's `tracker/progress.go`).
+#[derive(Debug, Clone)]
+struct Progress {
+    /// Index of the next log entry to send to that server.
+    next_index: LogIndex,
+    /// Index of the highest log entry known to be replicated on that server.
+    match_index: LogIndex,
+    /// Probing: we do not know where the logs agree, so send one
+    /// AppendEntries at a time. Otherwise we stream optimistically.
+    probing: bool,
+    /// Last index of each AppendEntries in flight, oldest first.
+    inflight: VecDeque<LogIndex>,
+    /// Ticks since this follower last answered (check-quorum).
+    ticks_since_contact: u64,
+    /// Ticks since this follower last acknowledged new entries.
+    ticks_since_ack: u64,
+    /// Highest heartbeat round this follower has echoed (ReadIndex).
+    read_round: u64,
+}
+
+#[derive(Debug, Clone)]
+struct PendingRead {
+    id: u64,
+    index: LogIndex,
+    round: u64,
+}
+
+/// Switches that break one rule each, so tests can prove the checks catch
+/// the bug. All off by default; the simulator turns them on one at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BugSwitches {
+    /// Figure 8: commit entries of earlier terms by counting replicas.
+    pub commit_previous_term_by_counting: bool,
+    /// Forget to persist the vote (the hard state is not reported).
+    pub forget_to_persist_vote: bool,
+    /// Truncate the log on any AppendEntries, even a stale one.
+    pub truncate_on_stale_append: bool,
+    /// Serve reads without confirming leadership with a heartbeat round.
+    pub read_without_quorum_check: bool,
+    /// Do not append a no-op when taking office.
+    pub skip_noop_on_election: bool,
+}
+
+/// The Raft state machine of one server. See the module documentation.
+pub struct RaftCore {
+    id: NodeId,
+    /// Every voter, this node included, sorted.
+    voters: Vec<NodeId>,
+    config: RaftConfig,
+    heartbeat_ticks: u64,
+    election_ticks_min: u64,
+    election_ticks_max: u64,
+
+    // Persistent state (Figure 2), durable once handed out in a Ready.
+    term: Term,
+    voted_for: Option<NodeId>,
+    log: RaftLog,
+
+    // Volatile state.
+    state: RaftState,
+    leader_id: Option<NodeId>,
+    commit_index: LogIndex,
+    /// Highest index handed out for applying.
+    applied_index: LogIndex,
+    /// Highest index known durable on this node's own disk.
+    persisted_index: LogIndex,
+
+    election_elapsed: u64,
+    randomized_election_timeout: u64,
+    heartbeat_elapsed: u64,
+    /// Votes received in the current (pre-)election: id → granted.
+    votes: BTreeMap<NodeId, bool>,
+    /// Leader only: one entry per other voter.
+    progress: BTreeMap<NodeId, Progress>,
+    rng: fastrand::Rng,
+
+    // ReadIndex (thesis §6.4).
+    read_round: u64,
+    read_round_needed: bool,
+    pending_reads: Vec<PendingRead>,
+    /// Reads that arrived before this leader's first commit in its term.
+    reads_awaiting_commit: Vec<u64>,
+
+    // Outputs, drained by ready().
+    last_hard_state: HardState,
+    last_soft_state: (RaftState, Term, Option<NodeId>),
+    messages: Vec<Message>,
+    persisted_messages: Vec<Message>,
+    read_states: Vec<ReadState>,
+    events: Vec<Event>,
+    /// Leader: new entries or a new commit index to tell followers about.
+    need_broadcast: bool,
+    bugs: BugSwitches,
+}
+
+impl RaftCore {
+    /// Builds a core from what storage recovered. `seed` drives the
+    /// election-timeout randomness; give each node a different one.
+    pub fn new(
+        id: NodeId,
+        voters: &[NodeId],
+        config: RaftConfig,
+        recovered: RecoveredState,
+        seed: u64,
+    ) -> Result<Self, CoreError> {
+        if id == 0 {
+            return Err(CoreError::ZeroId);
+        }
+        let mut voters = voters.to_vec();
+        voters.sort_unstable();
+        voters.dedup();
+        if !voters.contains(&id) {
+            return Err(CoreError::NotAVoter { id, voters });
+        }
+        config.validate()?;
+        for (position, e) in recovered.entries.iter().enumerate() {
+            if e.index != position as LogIndex + 1 {
+                return Err(CoreError::BadLog {
+                    position,
+                    index: e.index,
+                });
+            }
+        }
+        let log = RaftLog::new(recovered.entries);
+        let hs = recovered.hard_state;
+        let mut core = RaftCore {
+            id,
+            voters,
+            heartbeat_ticks: config.heartbeat_ticks(),
+            election_ticks_min: config.election_ticks_min(),
+            election_ticks_max: config.election_ticks_max(),
+            config,
+            term: hs.term,
+            voted_for: hs.voted_for,
+            persisted_index: log.last_index(),
+            log,
+            state: RaftState::Follower,
+            leader_id: None,
+            commit_index: 0,
+            applied_index: 0,
+            election_elapsed: 0,
+            randomized_election_timeout: 0,
+            heartbeat_elapsed: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            rng: fastrand::Rng::with_seed(seed),
+            read_round: 0,
+            read_round_needed: false,
+            pending_reads: Vec::new(),
+            reads_awaiting_commit: Vec::new(),
+            last_hard_state: hs,
+            last_soft_state: (RaftState::Follower, hs.term, None),
+            messages: Vec::new(),
+            persisted_messages: Vec::new(),
+            read_states: Vec::new(),
+            events: Vec::new(),
+            need_broadcast: false,
+            bugs: BugSwitches::default(),
+        };
+        core.reset_election_timer();
+        Ok(core)
+    }
+
+    /// Test-only fault injection; see [`BugSwitches`].
+    pub fn set_bug_switches(&mut self, bugs: BugSwitches) {
+        self.bugs = bugs;
+    }
+
+    // ----- Accessors ------------------------------------------------------
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+    pub fn state(&self) -> RaftState {
+        self.state
+    }
+    pub fn term(&self) -> Term {
+        self.term
+    }
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.voted_for
+    }
+    pub fn leader_id(&self) -> Option<NodeId> {
+        self.leader_id
+    }
+    pub fn is_leader(&self) -> bool {
+        self.state == RaftState::Leader
+    }
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit_index
+    }
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied_index
+    }
+    pub fn last_log_index(&self) -> LogIndex {
+        self.log.last_index()
+    }
+    pub fn last_log_term(&self) -> Term {
+        self.log.last_term()
+    }
+    pub fn persisted_index(&self) -> LogIndex {
+        self.persisted_index
+    }
+    pub fn config(&self) -> &RaftConfig {
+        &self.config
+    }
+    /// The entry at `index`, if this node's log has it.
+    pub fn entry(&self, index: LogIndex) -> Option<&LogEntry> {
+        self.log.entry(index)
+    }
+    /// Leader only: `(peer, match_index, next_index)` for each follower.
+    pub fn replication_progress(&self) -> Vec<(NodeId, LogIndex, LogIndex)> {
+        self.progress
+            .iter()
+            .map(|(id, p)| (*id, p.match_index, p.next_index))
+            .collect()
+    }
+    /// Leader only: ticks since each follower last answered.
+    pub fn peer_contact_ticks(&self) -> Vec<(NodeId, u64)> {
+        self.progress
+            .iter()
+            .map(|(id, p)| (*id, p.ticks_since_contact))
+            .collect()
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.id;
+        self.voters.iter().copied().filter(move |&v| v != me)
+    }
+
+    // ----- Inputs -----------------------------------------------------------
+
+    /// One unit of logical time (§5.2: election timeouts and heartbeats).
+    pub fn tick(&mut self) {
+        match self.state {
+            RaftState::Leader => self.tick_leader(),
+            _ => {
+                self.election_elapsed += 1;
+                if self.election_elapsed >= self.randomized_election_timeout {
+                    // §5.2: "If election timeout elapses without receiving
+                    // AppendEntries RPC from current leader or granting vote to
+                    // candidate: convert to candidate."
+                    self.campaign();
+                }
+            }
+        }
+    }
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed += 1;
+        for p in self.progress.values_mut() {
+            p.ticks_since_contact = p.ticks_since_contact.saturating_add(1);
+            p.ticks_since_ack = p.ticks_since_ack.saturating_add(1);
+        }
+        // Thesis §6.2 check-quorum: a leader that cannot reach a majority
+        // within an election timeout steps down, so clients are not stuck
+        // waiting on a leader that can no longer commit.
+        if self.config.check_quorum && !self.quorum_recently_active() {
+            tracing::info!(
+                id = self.id,
+                term = self.term,
+                "check-quorum failed: stepping down"
+            );
+            self.become_follower(self.term, None);
+            return;
+        }
+        if self.heartbeat_elapsed >= self.heartbeat_ticks {
+            self.heartbeat_elapsed = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn quorum_recently_active(&self) -> bool {
+        let active = 1 + self
+            .progress
+            .values()
+            .filter(|p| p.ticks_since_contact < self.election_ticks_min)
+            .count();
+        active >= self.quorum()
+    }
+
+    /// Client proposal (§5.3: "the leader appends the command to its log as a
+    /// new entry"). Returns the entry's index and term; the command is applied
+    /// when that index commits with that term. Followers and candidates refuse,
+    /// with a hint of who leads.
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(LogIndex, Term), NotLeader> {
+        if self.state != RaftState::Leader {
+            return Err(NotLeader::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        let index = self.log.last_index() + 1;
+        self.log.append(LogEntry::new(self.term, index, data));
+        self.need_broadcast = true;
+        Ok((index, self.term))
+    }
+
+    /// A linearizable read (thesis §6.4, ReadIndex). The answer arrives in a
+    /// later Ready's `read_states` under `id`: the index the state machine
+    /// must have applied before the read is served.
+    pub fn read_index(&mut self, id: u64) -> Result<(), NotLeader> {
+        if self.state != RaftState::Leader {
+            return Err(NotLeader::NotLeader {
+                leader_hint: self.leader_id,
+            });
+        }
+        // Thesis §6.4 step 1: a new leader does not know the commit index
+        // until an entry of its own term commits (its no-op), so it waits.
+        if self.log.term(self.commit_index) != Some(self.term) {
+            self.reads_awaiting_commit.push(id);
+            return Ok(());
+        }
+        self.register_read(id);
+        Ok(())
+    }
+
+    fn register_read(&mut self, id: u64) {
+        if self.voters.len() == 1 || self.bugs.read_without_quorum_check {
+            self.read_states.push(ReadState {
+                id,
+                result: Ok(self.commit_index),
+            });
+            return;
+        }
+        // Step 2: confirm leadership with a round of heartbeats; every read
+        // registered before the next flush shares the same round (batching).
+        self.pending_reads.push(PendingRead {
+            id,
+            index: self.commit_index,
+            round: self.read_round + 1,
+        });
+        self.read_round_needed = true;
+    }
+
+    /// Tells a leader that a message to `peer` could not be delivered, so the
+    /// entries in flight are probably lost: go back to probing.
+    pub fn report_unreachable(&mut self, peer: NodeId) {
+        if let Some(p) = self.progress.get_mut(&peer) {
+            if !p.probing {
+                p.probing = true;
+                p.next_index = p.match_index + 1;
+                p.inflight.clear();
+            }
+        }
+    }
+
+    /// Handles a message from a peer.
+    pub fn step(&mut self, msg: Message) {
+        // (The driver only steps requests from voters, so every request
+        // stepped here gets exactly one reply.)
+        if msg.to != self.id || !self.voters.contains(&msg.from) || msg.from == self.id {
+            tracing::debug!(
+                id = self.id,
+                from = msg.from,
+                to = msg.to,
+                "ignoring misaddressed message"
+            );
+            return;
+        }
+        let from = msg.from;
+        let msg_term = msg.rpc.term();
+        if msg_term > self.term {
+            // §5.1: "If RPC request or response contains term T > currentTerm:
+            // set currentTerm = T, convert to follower" — with two exceptions.
+            match &msg.rpc {
+                // A pre-vote changes nothing on the receiver (thesis §9.6).
+                Rpc::RequestVote(a) if a.pre_vote => {}
+                // A granted pre-vote reply carries the term that was asked about.
+                Rpc::RequestVoteReply(r) if r.pre_vote && r.vote_granted => {}
+                Rpc::RequestVote(a) if self.config.check_quorum && self.in_lease() => {
+                    // Thesis §4.2.3: a server that has heard from a current
+                    // leader within the minimum election timeout neither
+                    // updates its term nor grants its vote: a removed or
+                    // partitioned server cannot disrupt a working cluster.
+                    // (The refusal carries our lower term; the candidate
+                    // ignores it.)
+                    let reply = RequestVoteReply {
+                        term: self.term,
+                        vote_granted: false,
+                        pre_vote: a.pre_vote,
+                    };
+                    self.send_after_persist(from, Rpc::RequestVoteReply(reply));
+                    return;
+                }
+                Rpc::AppendEntries(_) => self.become_follower(msg_term, Some(from)),
+                _ => self.become_follower(msg_term, None),
+            }
+        } else if msg_term < self.term {
+            match msg.rpc {
+                // A stale leader learns our term from the reply and steps down.
+                Rpc::AppendEntries(a) => {
+                    let reply =
+                        self.append_reply(false, 0, a.prev_log_index, 0, None, a.read_round);
+                    self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
+                }
+                Rpc::RequestVote(a) => {
+                    let reply = RequestVoteReply {
+                        term: self.term,
+                        vote_granted: false,
+                        pre_vote: a.pre_vote,
+                    };
+                    self.send_after_persist(from, Rpc::RequestVoteReply(reply));
+                }
+                // Replies from an earlier term answer questions nobody is asking.
+                _ => {}
+            }
+            return;
+        }
+        match msg.rpc {
+            Rpc::RequestVote(a) => self.handle_request_vote(from, a),
+            Rpc::RequestVoteReply(r) => self.handle_vote_reply(from, r),
+            Rpc::AppendEntries(a) => self.handle_append_entries(from, a),
+            Rpc::AppendEntriesReply(r) => self.handle_append_reply(from, r),
+        }
+    }
+
+    /// True while this node believes a leader is alive: a follower that heard
+    /// from one within the minimum election timeout, or a leader in contact
+    /// with a majority.
+    fn in_lease(&self) -> bool {
+        match self.state {
+            RaftState::Leader => self.quorum_recently_active(),
+            RaftState::Follower => {
+                self.leader_id.is_some() && self.election_elapsed < self.election_ticks_min
+            }
+            _ => false,
+        }
+    }
+
+    // ----- Elections (§5.2, §5.4.1, thesis §9.6) ---------------------------
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed = 0;
+        self.randomized_election_timeout = self
+            .rng
+            .u64(self.election_ticks_min..self.election_ticks_max);
+    }
+
+    fn campaign(&mut self) {
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.state = RaftState::PreCandidate;
+        self.leader_id = None;
+        self.progress.clear();
+        self.fail_pending_reads();
+        self.reset_election_timer();
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        tracing::debug!(id = self.id, term = self.term, "pre-vote campaign");
+        if self.votes_granted() >= self.quorum() {
+            self.become_candidate();
+            return;
+        }
+        self.request_votes(self.term + 1, true);
+    }
+
+    fn become_candidate(&mut self) {
+        // §5.2: "increment currentTerm, vote for self, reset election timer,
+        // send RequestVote RPCs to all other servers".
+        self.term += 1;
+        self.voted_for = Some(self.id);
+        self.state = RaftState::Candidate;
+        self.leader_id = None;
+        self.progress.clear();
+        self.fail_pending_reads();
+        self.reset_election_timer();
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        tracing::debug!(id = self.id, term = self.term, "election campaign");
+        if self.votes_granted() >= self.quorum() {
+            self.become_leader();
+            return;
+        }
+        self.request_votes(self.term, false);
+    }
+
+    fn request_votes(&mut self, term: Term, pre_vote: bool) {
+        let args = RequestVoteArgs {
+            term,
+            candidate_id: self.id,
+            last_log_index: self.log.last_index(),
+            last_log_term: self.log.last_term(),
+            pre_vote,
+        };
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            // Sent after persistence: the candidate's new term and self-vote
+            // must be durable before it asks (a restarted node must not vote
+            // again in a term where it already voted for itself).
+            self.send_after_persist(peer, Rpc::RequestVote(args.clone()));
+        }
+    }
+
+    fn votes_granted(&self) -> usize {
+        self.votes.values().filter(|&&g| g).count()
+    }
+
+    fn votes_rejected(&self) -> usize {
+        self.votes.values().filter(|&&g| !g).count()
+    }
+
+    fn handle_request_vote(&mut self, from: NodeId, a: RequestVoteArgs) {
+        let log_ok = self.log.is_up_to_date(a.last_log_index, a.last_log_term);
+        if a.pre_vote {
+            // Thesis §9.6: grant a pre-vote only to a candidate whose log is
+            // up to date and only if we have not heard from a leader within
+            // the minimum election timeout. Nothing is changed or persisted.
+            let grant = a.term > self.term && log_ok && !self.in_lease();
+            let reply = RequestVoteReply {
+                term: if grant { a.term } else { self.term },
+                vote_granted: grant,
+                pre_vote: true,
+            };
+            self.send_after_persist(from, Rpc::RequestVoteReply(reply));
+            return;
+        }
+        // Figure 2, RequestVote receiver: "If votedFor is null or candidateId,
+        // and candidate's log is at least as up-to-date as receiver's log,
+        // grant vote" (§5.2, §5.4.1). We also refuse while we know a leader
+        // of this term: it already has a majority.
+        let can_vote = self.voted_for == Some(a.candidate_id)
+            || (self.voted_for.is_none() && self.leader_id.is_none());
+        let grant = can_vote && log_ok;
+        if grant {
+            self.voted_for = Some(a.candidate_id);
+            self.reset_election_timer();
+        }
+        let reply = RequestVoteReply {
+            term: self.term,
+            vote_granted: grant,
+            pre_vote: false,
+        };
+        // The vote is sent only once `voted_for` is durable.
+        self.send_after_persist(from, Rpc::RequestVoteReply(reply));
+    }
+
+    fn handle_vote_reply(&mut self, from: NodeId, r: RequestVoteReply) {
+        let expected = match self.state {
+            RaftState::PreCandidate if r.pre_vote => !r.vote_granted || r.term == self.term + 1,
+            RaftState::Candidate if !r.pre_vote => r.term == self.term,
+            _ => false,
+        };
+        if !expected {
+            return;
+        }
+        self.votes.insert(from, r.vote_granted);
+        if self.votes_granted() >= self.quorum() {
+            if self.state == RaftState::PreCandidate {
+                self.become_candidate();
+            } else {
+                self.become_leader();
+            }
+        } else if self.votes_rejected() >= self.quorum() {
+            // Lost: wait for a leader or the next timeout as a follower.
+            self.become_follower(self.term, None);
+        }
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.voted_for = None;
+        }
+        let was_leader = self.state == RaftState::Leader;
+        self.state = RaftState::Follower;
+        self.leader_id = leader;
+        self.votes.clear();
+        self.progress.clear();
+        self.fail_pending_reads();
+        self.reset_election_timer();
+        if was_leader {
+            tracing::info!(id = self.id, term = self.term, "stepped down");
+        }
+    }
+
+    fn become_leader(&mut self) {
+        tracing::info!(id = self.id, term = self.term, "became leader");
+        self.state = RaftState::Leader;
+        self.leader_id = Some(self.id);
+        self.votes.clear();
+        self.heartbeat_elapsed = 0;
+        self.election_elapsed = 0;
+        let next_index = self.log.last_index() + 1;
+        let peers: Vec<NodeId> = self.peers().collect();
+        self.progress = peers
+            .into_iter()
+            .map(|p| {
+                (
+                    p,
+                    Progress {
+                        // Figure 2: "initialized to leader last log index + 1".
+                        next_index,
+                        match_index: 0,
+                        probing: true,
+                        inflight: VecDeque::new(),
+                        ticks_since_contact: 0,
+                        ticks_since_ack: 0,
+                        read_round: 0,
+                    },
+                )
+            })
+            .collect();
+        // §8: a leader commits a blank no-op entry at the start of its term, so
+        // that entries of earlier terms commit (§5.4.2) and reads are safe.
+        if !self.bugs.skip_noop_on_election {
+            let index = self.log.last_index() + 1;
+            self.log.append(LogEntry::noop(self.term, index));
+        }
+        self.need_broadcast = true;
+        self.maybe_commit();
+    }
+
+    // ----- Log replication (§5.3) -------------------------------------------
+
+    fn handle_append_entries(&mut self, from: NodeId, a: AppendEntriesArgs) {
+        // Here a.term == self.term. §5.2: a candidate that receives
+        // AppendEntries from the leader of its term returns to follower.
+        if self.state != RaftState::Follower {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader_id = Some(from);
+        self.election_elapsed = 0;
+
+        let consecutive = a
+            .entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.index == a.prev_log_index + 1 + i as LogIndex && e.term <= a.term);
+        let read_round = a.read_round;
+        if !consecutive {
+            // Every request gets exactly one reply (the driver relies on it).
+            tracing::warn!(id = self.id, from, "refusing malformed AppendEntries");
+            let last = self.log.last_index();
+            let reply = self.append_reply(false, 0, a.prev_log_index, last + 1, None, read_round);
+            self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
+            return;
+        }
+        match self.log.term(a.prev_log_index) {
+            Some(t) if t == a.prev_log_term => {
+                let match_index = a.prev_log_index + a.entries.len() as LogIndex;
+                if self.bugs.truncate_on_stale_append {
+                    self.log.truncate_after_for_bug(a.prev_log_index);
+                }
+                self.log.append_from_leader(&a.entries);
+                self.persisted_index = self.persisted_index.min(self.log.unstable_from() - 1);
+                // Figure 2: "If leaderCommit > commitIndex, set commitIndex =
+                // min(leaderCommit, index of last new entry)".
+                let new_commit = a.leader_commit.min(match_index);
+                if new_commit > self.commit_index {
+                    self.commit_index = new_commit;
+                }
+                let reply = self.append_reply(true, match_index, 0, 0, None, read_round);
+                self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
+            }
+            conflict => {
+                // Figure 2: "Reply false if log doesn't contain an entry at
+                // prevLogIndex whose term matches prevLogTerm", with the
+                // thesis §5.3 hint so the leader skips a whole term at once.
+                let (conflict_index, conflict_term) = match conflict {
+                    Some(t) => (self.log.first_index_of_term_at(a.prev_log_index), Some(t)),
+                    None => (self.log.last_index() + 1, None),
+                };
+                let reply = self.append_reply(
+                    false,
+                    0,
+                    a.prev_log_index,
+                    conflict_index,
+                    conflict_term,
+                    read_round,
+                );
+                self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
+            }
+        }
+    }
+
+    fn append_reply(
+        &self,
+        success: bool,
+        match_index: LogIndex,
+        rejected_prev_index: LogIndex,
+        conflict_index: LogIndex,
+        conflict_term: Option<Term>,
+        read_round: u64,
+    ) -> AppendEntriesReply {
+        AppendEntriesReply {
+            term: self.term,
+            success,
+            match_index,
+            rejected_prev_index,
+            conflict_index,
+            conflict_term,
+            read_round,
+        }
+    }
+
+    fn handle_append_reply(&mut self, from: NodeId, r: AppendEntriesReply) {
+        if self.state != RaftState::Leader {
+            return;
+        }
+        let last_index = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.ticks_since_contact = 0;
+        // Any reply in our term acknowledges us as leader: it counts for the
+        // heartbeat round of ReadIndex, success or not.
+        p.read_round = p.read_round.max(r.read_round);
+        if r.success {
+            if r.match_index > last_index {
+                tracing::warn!(from, r.match_index, "ignoring reply beyond our log");
+                return;
+            }
+            if r.match_index > p.match_index {
+                p.match_index = r.match_index;
+                p.ticks_since_ack = 0;
+            }
+            if p.probing && r.match_index + 1 >= p.next_index {
+                // The probe found where our logs agree: start streaming.
+                p.probing = false;
+            }
+            p.next_index = p.next_index.max(p.match_index + 1);
+            let m = p.match_index;
+            p.inflight.retain(|&i| i > m);
+            self.maybe_commit();
+        } else if r.rejected_prev_index > p.match_index {
+            // §5.3: "After a rejection, the leader decrements nextIndex and
+            // retries" — using the fast-backup hint to skip a term at a time.
+            let hinted = match r.conflict_term {
+                Some(t) => self
+                    .log
+                    .last_index_of_term(t)
+                    .map_or(r.conflict_index, |i| i + 1),
+                None => r.conflict_index,
+            };
+            let hinted = hinted.min(r.rejected_prev_index);
+            p.next_index = hinted.max(p.match_index + 1);
+            p.probing = true;
+            p.inflight.clear();
+        } else {
+            // A stale rejection: we already know the logs agree beyond it.
+        }
+        self.release_reads();
+        self.send_appends(from);
+    }
+
+    /// Sends as many AppendEntries with entries to `to` as flow control allows.
+    /// Returns whether anything was sent.
+    fn send_appends(&mut self, to: NodeId) -> bool {
+        let mut sent = false;
+        loop {
+            let Some(p) = self.progress.get(&to) else {
+                return sent;
+            };
+            let can_send = if p.probing {
+                p.inflight.is_empty()
+            } else {
+                p.inflight.len() < self.config.max_inflight_appends
+            };
+            if !can_send || p.next_index > self.log.last_index() {
+                return sent;
+            }
+            let next = p.next_index;
+            let probing = p.probing;
+            let entries = self.log.slice(
+                next,
+                self.config.max_entries_per_append,
+                self.config.max_bytes_per_append,
+            );
+            let Some(last) = entries.last().map(|e| e.index) else {
+                return sent;
+            };
+            let prev_log_index = next - 1;
+            let Some(prev_log_term) = self.log.term(prev_log_index) else {
+                return sent;
+            };
+            let args = AppendEntriesArgs {
+                term: self.term,
+                leader_id: self.id,
+                prev_log_index,
+                prev_log_term,
+                entries,
+                leader_commit: self.commit_index,
+                read_round: self.read_round,
+            };
+            if let Some(p) = self.progress.get_mut(&to) {
+                p.inflight.push_back(last);
+                if !probing {
+                    // Pipelining: assume success and move on.
+                    p.next_index = last + 1;
+                }
+            }
+            self.send_now(to, Rpc::AppendEntries(args));
+            sent = true;
+            if probing {
+                return sent;
+            }
+        }
+    }
+
+    /// A heartbeat is an AppendEntries with no entries whose consistency
+    /// check is at the follower's known match index, so it always succeeds on
+    /// a follower of this term and never interferes with entries in flight.
+    fn send_heartbeat(&mut self, to: NodeId) {
+        let Some(p) = self.progress.get(&to) else {
+            return;
+        };
+        let prev_log_index = p.match_index;
+        let Some(prev_log_term) = self.log.term(prev_log_index) else {
+            return;
+        };
+        let args = AppendEntriesArgs {
+            term: self.term,
+            leader_id: self.id,
+            prev_log_index,
+            prev_log_term,
+            entries: Vec::new(),
+            leader_commit: self.commit_index,
+            read_round: self.read_round,
+        };
+        self.send_now(to, Rpc::AppendEntries(args));
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let peers: Vec<NodeId> = self.peers().collect();
+        for peer in peers {
+            let recover = match self.progress.get_mut(&peer) {
+                Some(p) if p.probing => {
+                    // Re-send a probe that may have been lost.
+                    p.inflight.clear();
+                    true
+                }
+                Some(p)
+                    if !p.inflight.is_empty() && p.ticks_since_ack >= self.election_ticks_min =>
+                {
+                    // Entries in flight for a whole election timeout with no
+                    // acknowledgement: assume they were lost and probe again.
+                    p.probing = true;
+                    p.next_index = p.match_index + 1;
+                    p.inflight.clear();
+                    true
+                }
+                _ => false,
+            };
+            if recover {
+                self.send_appends(peer);
+            }
+            self.send_heartbeat(peer);
+        }
+    }
+
+    /// §5.3/§5.4.2: "If there exists an N such that N > commitIndex, a majority
+    /// of matchIndex[i] ≥ N, and log[N].term == currentTerm: set commitIndex = N".
+    fn maybe_commit(&mut self) {
+        if self.state != RaftState::Leader {
+            return;
+        }
+        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        matched.push(self.persisted_index);
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&n) = matched.get(self.quorum() - 1) else {
+            return;
+        };
+        if n <= self.commit_index {
+            return;
+        }
+        // Figure 8: an entry from an earlier term is never committed by
+        // counting replicas; it commits only indirectly, when an entry of the
+        // current term after it does.
+        let own_term = self.log.term(n) == Some(self.term);
+        if own_term || self.bugs.commit_previous_term_by_counting {
+            self.commit_index = n;
+            self.need_broadcast = true;
+            if own_term && !self.reads_awaiting_commit.is_empty() {
+                for id in std::mem::take(&mut self.reads_awaiting_commit) {
+                    self.register_read(id);
+                }
+            }
+        }
+    }
+
+    /// Answers the pending reads whose heartbeat round a majority has echoed.
+    fn release_reads(&mut self) {
+        if self.pending_reads.is_empty() {
+            return;
+        }
+        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
+        rounds.push(self.read_round);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&acked) = rounds.get(self.quorum() - 1) else {
+            return;
+        };
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
+            .into_iter()
+            .partition(|r| r.round <= acked);
+        self.pending_reads = waiting;
+        self.read_states
+            .extend(ready.into_iter().map(|r| ReadState {
+                id: r.id,
+                result: Ok(r.index),
+            }));
+    }
+
+    fn fail_pending_reads(&mut self) {
+        let hint = self.leader_id;
+        let ids: Vec<u64> = self
+            .pending_reads
+            .drain(..)
+            .map(|r| r.id)
+            .chain(self.reads_awaiting_commit.drain(..))
+            .collect();
+        self.read_round_needed = false;
+        for id in ids {
+            self.read_states.push(ReadState {
+                id,
+                result: Err(NotLeader::NotLeader { leader_hint: hint }),
+            });
+        }
+    }
+
+    // ----- Output -----------------------------------------------------------
+
+    fn send_now(&mut self, to: NodeId, rpc: Rpc) {
+        self.messages.push(Message {
+            from: self.id,
+            to,
+            rpc,
+        });
+    }
+
+    fn send_after_persist(&mut self, to: NodeId, rpc: Rpc) {
+        self.persisted_messages.push(Message {
+            from: self.id,
+            to,
+            rpc,
+        });
+    }
+
+    /// Sends what a leader batched up since the last Ready: new entries, a new
+    /// commit index, a heartbeat round for pending reads.
+    fn flush(&mut self) {
+        if self.state != RaftState::Leader {
+            self.need_broadcast = false;
+            return;
+        }
+        let new_round = self.read_round_needed;
+        if new_round {
+            self.read_round += 1;
+            self.read_round_needed = false;
+        }
+        if self.need_broadcast || new_round {
+            self.need_broadcast = false;
+            let peers: Vec<NodeId> = self.peers().collect();
+            for peer in peers {
+                let sent = self.send_appends(peer);
+                if !sent {
+                    self.send_heartbeat(peer);
+                }
+            }
+        }
+    }
+
+    /// Returns what the driver must do now (see [`Ready`] for the order).
+    pub fn ready(&mut self) -> Ready {
+        self.flush();
+        let hs = HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        };
+        let hard_state = if hs != self.last_hard_state {
+            self.last_hard_state = hs;
+            if self.bugs.forget_to_persist_vote {
+                Some(HardState {
+                    term: hs.term,
+                    voted_for: None,
+                })
+            } else {
+                Some(hs)
+            }
+        } else {
+            None
+        };
+        let entries = self.log.take_unstable();
+        let committed_entries = self
+            .log
+            .range(self.applied_index, self.commit_index)
+            .to_vec();
+        if let Some(last) = committed_entries.last() {
+            self.applied_index = last.index;
+        }
+        let soft = (self.state, self.term, self.leader_id);
+        let mut events = std::mem::take(&mut self.events);
+        if soft != self.last_soft_state {
+            self.last_soft_state = soft;
+            events.push(Event::StateChanged {
+                state: soft.0,
+                term: soft.1,
+                leader: soft.2,
+            });
+        }
+        Ready {
+            hard_state,
+            entries,
+            messages: std::mem::take(&mut self.messages),
+            persisted_messages: std::mem::take(&mut self.persisted_messages),
+            committed_entries,
+            read_states: std::mem::take(&mut self.read_states),
+            events,
+        }
+    }
+
+    /// Whether a call to [`RaftCore::ready`] would return anything.
+    pub fn has_ready(&self) -> bool {
+        let hs = HardState {
+            term: self.term,
+            voted_for: self.voted_for,
+        };
+        hs != self.last_hard_state
+            || self.log.has_unstable()
+            || !self.messages.is_empty()
+            || !self.persisted_messages.is_empty()
+            || !self.read_states.is_empty()
+            || !self.events.is_empty()
+            || self.commit_index > self.applied_index
+            || (self.state == RaftState::Leader && (self.need_broadcast || self.read_round_needed))
+            || (self.state, self.term, self.leader_id) != self.last_soft_state
+    }
+
+    /// Tells the core that everything in `ready` is durable. The leader now
+    /// counts itself for the entries (thesis §10.2.1).
+    pub fn advance(&mut self, ready: &Ready) {
+        if let Some(last) = ready.entries.last() {
+            if self.log.term(last.index) == Some(last.term) && self.log.unstable_from() > last.index
+            {
+                self.persisted_index = self.persisted_index.max(last.index);
+            }
+        }
+        self.maybe_commit();
+    }
+}

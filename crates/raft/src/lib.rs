@@ -1,0 +1,40 @@
+//! # raft: a Raft consensus library
+//!
+//! Three layers, each testable on its own:
+//!
+//! * [`RaftCore`]: the protocol as a pure, deterministic state machine
+//!   (messages and ticks in, a [`Ready`] out). No IO, no clock.
+//! * [`RaftNode`]: the async driver on tokio. It owns a core, a [`Storage`]
+//!   and a [`Transport`], turns time into ticks, persists before it replies.
+//! * [`RaftServer`] / [`RaftHandle`]: the client API. `submit` resolves once a
+//!   command is committed and applied to the [`StateMachine`].
+//!
+//! The guide in `docs/` walks through each layer with the paper at its side.
+
+pub mod config;
+pub mod core;
+pub mod list_state_machine;
+pub mod log;
+pub mod message;
+pub mod node;
+pub mod server;
+pub mod storage;
+pub mod storage_file;
+pub mod transport;
+pub mod transport_memory;
+pub mod types;
+
+pub use crate::config::{ConfigError, RaftConfig};
+pub use crate::core::{BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready};
+pub use crate::list_state_machine::{ListOutput, ListStateMachine};
+pub use crate::message::{
+    AppendEntriesArgs, AppendEntriesReply, Message, RequestVoteArgs, RequestVoteReply, Rpc,
+};
+pub use crate::node::{Output, PeerEvent, RaftNode};
+pub use crate::server::{
+    ClientError, RaftHandle, RaftServer, ServerError, ServerParts, StateMachine, Status,
+};
+pub use crate::storage::{MemoryStorage, RecoveredState, Storage, StorageError};
+pub use crate::transport::{IncomingRpc, Transport, TransportError};
+pub use crate::transport_memory::{create_cluster, InMemoryNetwork, InMemoryTransport};
+pub use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, Term};

@@ -1,0 +1,109 @@
+//! The RPCs of Figure 2, as plain serialisable data.
+//!
+//! `RaftCore` consumes and produces [`Message`]s; the driver maps the request
+//! kinds onto [`Transport`](crate::Transport) calls and feeds the replies back.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{LogEntry, LogIndex, NodeId, Term};
+
+/// RequestVote RPC arguments (Figure 2), also used for pre-votes (thesis §9.6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVoteArgs {
+    /// The candidate's term; for a pre-vote, the term it *would* campaign in.
+    pub term: Term,
+    pub candidate_id: NodeId,
+    pub last_log_index: LogIndex,
+    pub last_log_term: Term,
+    /// A pre-vote changes no state on the receiver.
+    pub pre_vote: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestVoteReply {
+    /// The receiver's current term, for the candidate to update itself; for a
+    /// granted pre-vote, the term that was asked about.
+    pub term: Term,
+    pub vote_granted: bool,
+    pub pre_vote: bool,
+}
+
+/// AppendEntries RPC arguments (Figure 2): replicates entries and, when
+/// `entries` is empty, serves as a heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesArgs {
+    pub term: Term,
+    pub leader_id: NodeId,
+    /// Index of the log entry immediately preceding the new ones.
+    pub prev_log_index: LogIndex,
+    pub prev_log_term: Term,
+    pub entries: Vec<LogEntry>,
+    pub leader_commit: LogIndex,
+    /// The leader's heartbeat round, echoed in the reply: a ReadIndex read
+    /// (thesis §6.4) is served once a majority has answered its round.
+    pub read_round: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendEntriesReply {
+    pub term: Term,
+    pub success: bool,
+    /// On success: the index up to which the follower's log now matches the
+    /// leader's (`prev_log_index + entries.len()`).
+    pub match_index: LogIndex,
+    /// On failure: the `prev_log_index` that was refused (to spot stale replies).
+    pub rejected_prev_index: LogIndex,
+    /// Thesis §5.3 fast backup: the first index of the conflicting term, or
+    /// one past the follower's last entry when its log is too short.
+    pub conflict_index: LogIndex,
+    /// The term of the follower's entry at `prev_log_index`, if it has one.
+    pub conflict_term: Option<Term>,
+    /// `read_round` of the request, echoed.
+    pub read_round: u64,
+}
+
+/// The payload of a message between two servers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rpc {
+    RequestVote(RequestVoteArgs),
+    RequestVoteReply(RequestVoteReply),
+    AppendEntries(AppendEntriesArgs),
+    AppendEntriesReply(AppendEntriesReply),
+}
+
+impl Rpc {
+    /// The term the sender had when it sent this.
+    pub fn term(&self) -> Term {
+        match self {
+            Rpc::RequestVote(a) => a.term,
+            Rpc::RequestVoteReply(r) => r.term,
+            Rpc::AppendEntries(a) => a.term,
+            Rpc::AppendEntriesReply(r) => r.term,
+        }
+    }
+
+    /// Requests expect a reply; replies do not.
+    pub fn is_request(&self) -> bool {
+        matches!(self, Rpc::RequestVote(_) | Rpc::AppendEntries(_))
+    }
+
+    /// A short name for traces and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rpc::RequestVote(a) if a.pre_vote => "PreVote",
+            Rpc::RequestVote(_) => "RequestVote",
+            Rpc::RequestVoteReply(r) if r.pre_vote => "PreVoteReply",
+            Rpc::RequestVoteReply(_) => "RequestVoteReply",
+            Rpc::AppendEntries(_) => "AppendEntries",
+            Rpc::AppendEntriesReply(_) => "AppendEntriesReply",
+        }
+    }
+}
+
+/// A message from one server to another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub rpc: Rpc,
+}

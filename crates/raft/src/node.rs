@@ -1,0 +1,178 @@
+//! `RaftNode`: the async driver around a [`RaftCore`].
+//!
+//! The core decides; the node does the IO: it persists what a [`Ready`] says
+//! must be durable, sends messages (through the [`Transport`], each RPC on
+//! its own task so one slow or dead peer never delays the others), and
+//! routes replies back in. This mirrors etcd's `Node` around `RawNode`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{Event, RaftCore, ReadState, Ready};
+use crate::message::{Message, Rpc};
+use crate::storage::{Storage, StorageError};
+use crate::transport::{IncomingRpc, Transport};
+use crate::types::{LogEntry, NodeId};
+
+/// What came back from a peer: its reply, or word that it was unreachable.
+#[derive(Debug)]
+pub enum PeerEvent {
+    Reply(Message),
+    Unreachable(NodeId),
+}
+
+/// What a round of [`RaftNode::process_ready`] produced for the layer above.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub committed_entries: Vec<LogEntry>,
+    pub read_states: Vec<ReadState>,
+    pub events: Vec<Event>,
+}
+
+pub struct RaftNode<T: Transport> {
+    core: RaftCore,
+    storage: Box<dyn Storage>,
+    transport: Arc<T>,
+    peer_events: mpsc::UnboundedSender<PeerEvent>,
+    /// Incoming requests waiting for their reply, per peer, oldest first.
+    /// The core answers every request exactly once and in the order it was
+    /// stepped, so the next reply addressed to a peer belongs to the oldest.
+    awaiting_reply: HashMap<NodeId, VecDeque<oneshot::Sender<Rpc>>>,
+}
+
+impl<T: Transport> RaftNode<T> {
+    /// Wraps `core`; replies from peers arrive on the returned receiver and
+    /// go back in through [`RaftNode::handle_peer_event`].
+    pub fn new(
+        core: RaftCore,
+        storage: Box<dyn Storage>,
+        transport: T,
+    ) -> (Self, mpsc::UnboundedReceiver<PeerEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            RaftNode {
+                core,
+                storage,
+                transport: Arc::new(transport),
+                peer_events: tx,
+                awaiting_reply: HashMap::new(),
+            },
+            rx,
+        )
+    }
+
+    pub fn core(&self) -> &RaftCore {
+        &self.core
+    }
+
+    pub fn core_mut(&mut self) -> &mut RaftCore {
+        &mut self.core
+    }
+
+    pub fn tick(&mut self) {
+        self.core.tick();
+    }
+
+    /// A request from a peer: step it; the reply is sent from `process_ready`
+    /// once what it depends on is durable.
+    pub fn receive(&mut self, incoming: IncomingRpc) {
+        let me = self.core.id();
+        if !incoming.rpc.is_request()
+            || incoming.from == me
+            || !self.core.voters().contains(&incoming.from)
+        {
+            // Not for us: dropping the reply sender tells the caller.
+            tracing::debug!(from = incoming.from, "dropping request from a non-member");
+            return;
+        }
+        self.awaiting_reply
+            .entry(incoming.from)
+            .or_default()
+            .push_back(incoming.reply);
+        self.core.step(Message {
+            from: incoming.from,
+            to: me,
+            rpc: incoming.rpc,
+        });
+    }
+
+    pub fn handle_peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Reply(m) => self.core.step(m),
+            PeerEvent::Unreachable(peer) => self.core.report_unreachable(peer),
+        }
+    }
+
+    /// Runs every pending [`Ready`] through the IO in the order the protocol
+    /// demands. A storage error is returned at once: the caller must stop the
+    /// node (fail-stop), since continuing could acknowledge what is not durable.
+    pub fn process_ready(&mut self) -> Result<Output, StorageError> {
+        let mut out = Output::default();
+        while self.core.has_ready() {
+            let rd: Ready = self.core.ready();
+            for m in rd.messages.iter().cloned() {
+                self.send(m);
+            }
+            if rd.hard_state.is_some() || !rd.entries.is_empty() {
+                self.storage.persist(rd.hard_state.as_ref(), &rd.entries)?;
+            }
+            self.core.advance(&rd);
+            for m in rd.persisted_messages {
+                self.send(m);
+            }
+            out.committed_entries.extend(rd.committed_entries);
+            out.read_states.extend(rd.read_states);
+            out.events.extend(rd.events);
+        }
+        Ok(out)
+    }
+
+    fn send(&mut self, m: Message) {
+        if !m.rpc.is_request() {
+            match self
+                .awaiting_reply
+                .get_mut(&m.to)
+                .and_then(|q| q.pop_front())
+            {
+                // The requester may have given up; nothing to do then.
+                Some(reply) => {
+                    let _ = reply.send(m.rpc);
+                }
+                None => tracing::debug!(to = m.to, "reply with no waiting request"),
+            }
+            return;
+        }
+        let transport = Arc::clone(&self.transport);
+        let events = self.peer_events.clone();
+        let me = m.from;
+        let to = m.to;
+        tokio::spawn(async move {
+            let result = match m.rpc {
+                Rpc::RequestVote(args) => transport
+                    .request_vote(to, args)
+                    .await
+                    .map(Rpc::RequestVoteReply),
+                Rpc::AppendEntries(args) => transport
+                    .append_entries(to, args)
+                    .await
+                    .map(Rpc::AppendEntriesReply),
+                _ => return,
+            };
+            let event = match result {
+                Ok(rpc) => PeerEvent::Reply(Message {
+                    from: to,
+                    to: me,
+                    rpc,
+                }),
+                Err(e) => {
+                    tracing::trace!(to, error = %e, "rpc failed");
+                    PeerEvent::Unreachable(to)
+                }
+            };
+            // The node may have stopped; then nobody needs the reply.
+            let _ = events.send(event);
+        });
+    }
+}

@@ -1,0 +1,1 @@
+//! File storage: a write-ahead log. (Being written; see FileStorage.)
