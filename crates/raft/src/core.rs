@@ -117,6 +117,8 @@ struct Progress {
     ticks_since_ack: u64,
     /// Highest heartbeat round this follower has echoed (ReadIndex).
     read_round: u64,
+    /// The highest commit index this follower can have learned from us.
+    commit_told: LogIndex,
 }
 
 #[derive(Debug, Clone)]
@@ -710,6 +712,7 @@ impl RaftCore {
                         ticks_since_contact: 0,
                         ticks_since_ack: 0,
                         read_round: 0,
+                        commit_told: 0,
                     },
                 )
             })
@@ -854,7 +857,15 @@ impl RaftCore {
             // A stale rejection: we already know the logs agree beyond it.
         }
         self.release_reads();
-        self.send_appends(from);
+        if !self.send_appends(from) {
+            // Let a follower that has caught up learn the commit index now
+            // rather than at the next heartbeat.
+            if let Some(p) = self.progress.get(&from) {
+                if p.commit_told < self.commit_index.min(p.match_index) {
+                    self.send_heartbeat(from);
+                }
+            }
+        }
     }
 
     /// Sends as many AppendEntries with entries to `to` as flow control allows.
@@ -896,8 +907,10 @@ impl RaftCore {
                 leader_commit: self.commit_index,
                 read_round: self.read_round,
             };
+            let commit = self.commit_index;
             if let Some(p) = self.progress.get_mut(&to) {
                 p.inflight.push_back(last);
+                p.commit_told = p.commit_told.max(commit.min(last));
                 if !probing {
                     // Pipelining: assume success and move on.
                     p.next_index = last + 1;
@@ -915,10 +928,12 @@ impl RaftCore {
     /// check is at the follower's known match index, so it always succeeds on
     /// a follower of this term and never interferes with entries in flight.
     fn send_heartbeat(&mut self, to: NodeId) {
-        let Some(p) = self.progress.get(&to) else {
+        let commit = self.commit_index;
+        let Some(p) = self.progress.get_mut(&to) else {
             return;
         };
         let prev_log_index = p.match_index;
+        p.commit_told = p.commit_told.max(commit.min(prev_log_index));
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
             return;
         };
