@@ -5,8 +5,8 @@ mod common;
 
 use common::{config, Cluster};
 use raft::{
-    AppendEntriesArgs, AppendEntriesReply, HardState, MemoryStorage, Message, RaftConfig,
-    RaftCore, RaftState, RecoveredState, RequestVoteArgs, RequestVoteReply, Rpc, Storage,
+    AppendEntriesArgs, AppendEntriesReply, HardState, MemoryStorage, Message, RaftConfig, RaftCore,
+    RaftState, RecoveredState, RequestVoteArgs, RequestVoteReply, Rpc, Storage,
 };
 
 fn core(id: u64, term: u64) -> RaftCore {
@@ -62,7 +62,11 @@ fn a_request_with_a_higher_term_updates_the_term_and_makes_a_leader_step_down() 
     assert_eq!(cl.core(1).state(), RaftState::Follower);
     assert_eq!(cl.core(1).term(), term + 5);
     assert_eq!(cl.core(1).leader_id(), Some(2));
-    assert_eq!(cl.core(1).voted_for(), None, "a new term starts with no vote");
+    assert_eq!(
+        cl.core(1).voted_for(),
+        None,
+        "a new term starts with no vote"
+    );
 }
 
 #[test]
@@ -141,7 +145,10 @@ fn a_stale_append_entries_is_rejected_so_the_old_leader_learns_the_term() {
         }),
     });
     let rd = c.ready();
-    assert!(rd.entries.is_empty(), "nothing from a stale leader is appended");
+    assert!(
+        rd.entries.is_empty(),
+        "nothing from a stale leader is appended"
+    );
     assert_eq!(c.last_log_index(), 0);
     match &rd.persisted_messages[0].rpc {
         Rpc::AppendEntriesReply(r) => {
@@ -211,6 +218,20 @@ fn config_validation_rejects_nonsense_without_panicking() {
 
 #[test]
 fn a_core_refuses_an_id_outside_the_voters_and_id_zero() {
-    assert!(RaftCore::new(4, &[1, 2, 3], RaftConfig::default(), RecoveredState::default(), 1).is_err());
-    assert!(RaftCore::new(0, &[0, 1], RaftConfig::default(), RecoveredState::default(), 1).is_err());
+    assert!(RaftCore::new(
+        4,
+        &[1, 2, 3],
+        RaftConfig::default(),
+        RecoveredState::default(),
+        1
+    )
+    .is_err());
+    assert!(RaftCore::new(
+        0,
+        &[0, 1],
+        RaftConfig::default(),
+        RecoveredState::default(),
+        1
+    )
+    .is_err());
 }

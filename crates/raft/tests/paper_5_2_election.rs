@@ -51,23 +51,44 @@ fn election_timeouts_are_randomized_within_the_configured_range() {
         while c.state() == RaftState::Follower {
             c.tick();
             ticks += 1;
-            assert!(ticks <= max, "seed {seed}: no election within the maximum timeout");
+            assert!(
+                ticks <= max,
+                "seed {seed}: no election within the maximum timeout"
+            );
         }
-        assert!(ticks >= min, "seed {seed}: election after {ticks} ticks, below {min}");
+        assert!(
+            ticks >= min,
+            "seed {seed}: election after {ticks} ticks, below {min}"
+        );
         seen.insert(ticks);
     }
-    assert!(seen.len() > 10, "timeouts should spread over the range: {seen:?}");
+    assert!(
+        seen.len() > 10,
+        "timeouts should spread over the range: {seen:?}"
+    );
 }
 
 #[test]
 fn a_candidate_increments_its_term_votes_for_itself_and_asks_everyone() {
-    let mut c = core_with(1, HardState { term: 4, voted_for: None });
+    let mut c = core_with(
+        1,
+        HardState {
+            term: 4,
+            voted_for: None,
+        },
+    );
     while c.state() == RaftState::Follower {
         c.tick();
     }
     assert_eq!(c.state(), RaftState::Candidate);
     let rd = c.ready();
-    assert_eq!(rd.hard_state, Some(HardState { term: 5, voted_for: Some(1) }));
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 5,
+            voted_for: Some(1)
+        })
+    );
     let mut asked: Vec<u64> = rd
         .persisted_messages
         .iter()
@@ -76,7 +97,10 @@ fn a_candidate_increments_its_term_votes_for_itself_and_asks_everyone() {
         .collect();
     asked.sort();
     assert_eq!(asked, vec![2, 3]);
-    assert!(rd.messages.is_empty(), "vote requests wait until the self-vote is durable");
+    assert!(
+        rd.messages.is_empty(),
+        "vote requests wait until the self-vote is durable"
+    );
 }
 
 #[test]
@@ -85,15 +109,27 @@ fn a_server_votes_for_at_most_one_candidate_per_term() {
     c.step(vote(1, 2, 1));
     assert!(granted(&mut c), "first candidate of the term gets the vote");
     c.step(vote(1, 3, 1));
-    assert!(!granted(&mut c), "a second candidate in the same term is refused");
+    assert!(
+        !granted(&mut c),
+        "a second candidate in the same term is refused"
+    );
     c.step(vote(1, 2, 1));
-    assert!(granted(&mut c), "the same candidate asking again is granted again");
+    assert!(
+        granted(&mut c),
+        "the same candidate asking again is granted again"
+    );
     assert_eq!(c.voted_for(), Some(2));
 }
 
 #[test]
 fn a_vote_is_granted_again_in_a_later_term() {
-    let mut c = core_with(1, HardState { term: 1, voted_for: Some(2) });
+    let mut c = core_with(
+        1,
+        HardState {
+            term: 1,
+            voted_for: Some(2),
+        },
+    );
     c.step(vote(2, 3, 1));
     assert!(granted(&mut c));
     assert_eq!(c.voted_for(), Some(3));
@@ -111,15 +147,25 @@ fn a_candidate_with_a_majority_becomes_leader_and_appends_a_noop() {
     c.step(Message {
         from: 2,
         to: 1,
-        rpc: Rpc::RequestVoteReply(RequestVoteReply { term, vote_granted: true, pre_vote: false }),
+        rpc: Rpc::RequestVoteReply(RequestVoteReply {
+            term,
+            vote_granted: true,
+            pre_vote: false,
+        }),
     });
     assert_eq!(c.state(), RaftState::Leader);
-    let noop = c.entry(c.last_log_index()).expect("the leader's first entry");
+    let noop = c
+        .entry(c.last_log_index())
+        .expect("the leader's first entry");
     assert_eq!(noop.kind, EntryKind::Noop);
     assert_eq!(noop.term, term);
     let rd = c.ready();
     assert!(
-        rd.messages.iter().filter(|m| matches!(m.rpc, Rpc::AppendEntries(_))).count() >= 2,
+        rd.messages
+            .iter()
+            .filter(|m| matches!(m.rpc, Rpc::AppendEntries(_)))
+            .count()
+            >= 2,
         "the new leader announces itself to every follower at once"
     );
 }
@@ -135,7 +181,11 @@ fn a_candidate_rejected_by_a_majority_returns_to_follower() {
         c.step(Message {
             from,
             to: 1,
-            rpc: Rpc::RequestVoteReply(RequestVoteReply { term, vote_granted: false, pre_vote: false }),
+            rpc: Rpc::RequestVoteReply(RequestVoteReply {
+                term,
+                vote_granted: false,
+                pre_vote: false,
+            }),
         });
     }
     assert_eq!(c.state(), RaftState::Follower);
@@ -181,7 +231,10 @@ fn a_split_vote_is_resolved_by_a_later_election() {
     assert_eq!(cl.core(1).term(), 1);
     assert_eq!(cl.core(2).term(), 1);
     cl.deliver();
-    assert!(cl.leaders().is_empty(), "each voted for itself: nobody wins term 1");
+    assert!(
+        cl.leaders().is_empty(),
+        "each voted for itself: nobody wins term 1"
+    );
     cl.tick_all(200);
     let leaders = cl.leaders();
     assert_eq!(leaders.len(), 1);
@@ -201,7 +254,11 @@ fn granting_a_vote_resets_the_election_timer() {
     for _ in 0..min - 1 {
         c.tick();
     }
-    assert_eq!(c.state(), RaftState::Follower, "the timer restarted when the vote was granted");
+    assert_eq!(
+        c.state(),
+        RaftState::Follower,
+        "the timer restarted when the vote was granted"
+    );
 }
 
 #[test]

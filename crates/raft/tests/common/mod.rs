@@ -36,6 +36,13 @@ pub struct Cluster {
     pub group: BTreeMap<NodeId, u32>,
     /// Messages delivered so far (for assertions).
     pub delivered: Vec<Message>,
+    /// When set, messages for which it returns true are dropped.
+    pub drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
+    /// State Machine Safety, checked as entries are applied: the term of the
+    /// entry each index was first applied with, on any node, ever.
+    pub applied_terms: BTreeMap<LogIndex, Term>,
+    /// Every time a node applied a different entry at an index.
+    pub safety_violations: Vec<String>,
     seed: u64,
 }
 
@@ -57,6 +64,9 @@ impl Cluster {
             down: BTreeSet::new(),
             group: BTreeMap::new(),
             delivered: Vec::new(),
+            drop_if: None,
+            applied_terms: BTreeMap::new(),
+            safety_violations: Vec::new(),
             seed,
         };
         for id in ids {
@@ -102,6 +112,15 @@ impl Cluster {
             core.advance(&rd);
             self.queue.extend(rd.messages.iter().cloned());
             self.queue.extend(rd.persisted_messages.iter().cloned());
+            for e in &rd.committed_entries {
+                let first = *self.applied_terms.entry(e.index).or_insert(e.term);
+                if first != e.term {
+                    self.safety_violations.push(format!(
+                        "node {id} applied index {} with term {}, but term {first} was applied there before",
+                        e.index, e.term
+                    ));
+                }
+            }
             self.applied
                 .get_mut(&id)
                 .expect("known node")
@@ -132,7 +151,7 @@ impl Cluster {
         while let Some(m) = self.queue.pop_front() {
             budget -= 1;
             assert!(budget > 0, "message storm: the cluster never went quiet");
-            if !self.can_talk(m.from, m.to) {
+            if !self.can_talk(m.from, m.to) || self.drop_if.as_ref().is_some_and(|f| f(&m)) {
                 continue;
             }
             let to = m.to;
@@ -164,11 +183,14 @@ impl Cluster {
         }
     }
 
-    /// Ticks only `id` until it starts campaigning, then delivers.
+    /// Ticks only `id` until its election timer fires and it starts a new
+    /// campaign (a new term, or a pre-vote), then delivers.
     pub fn campaign(&mut self, id: NodeId) {
+        let (state0, term0) = (self.core(id).state(), self.core(id).term());
         for _ in 0..10_000 {
             self.tick(id);
-            if self.core(id).state() != RaftState::Follower {
+            let c = self.core(id);
+            if c.term() > term0 || (c.state() != state0 && c.state() != RaftState::Follower) {
                 break;
             }
         }
