@@ -59,7 +59,11 @@ fn volatile_state_resets_on_restart() {
     cl.crash(1);
     cl.restart(1);
     let c = cl.core(1);
-    assert_eq!(c.state(), RaftState::Follower, "a former leader restarts as follower");
+    assert_eq!(
+        c.state(),
+        RaftState::Follower,
+        "a former leader restarts as follower"
+    );
     assert_eq!(c.leader_id(), None);
     assert_eq!(c.commit_index(), 0);
     assert_eq!(c.applied_index(), 0);
@@ -105,7 +109,10 @@ fn crash_after_granting_a_vote_then_restart_in_the_same_term_gives_no_second_vot
     cl.crash(1);
     cl.restart(1);
     cl.core_mut(1).step(vote_request(5, 3, 1));
-    assert!(!granted(&mut cl, 1), "the vote for node 2 in term 5 was durable");
+    assert!(
+        !granted(&mut cl, 1),
+        "the vote for node 2 in term 5 was durable"
+    );
 }
 
 #[test]
@@ -131,11 +138,19 @@ fn replies_are_held_back_until_the_state_they_depend_on_is_persisted() {
     cl.elect(1);
     cl.core_mut(1).propose(b"x".to_vec()).expect("leader");
     let rd = cl.core_mut(1).ready();
-    let m = rd.messages.iter().find(|m| m.to == 2).cloned().expect("append to 2");
+    let m = rd
+        .messages
+        .iter()
+        .find(|m| m.to == 2)
+        .cloned()
+        .expect("append to 2");
     cl.core_mut(2).step(m);
     let rd2 = cl.core_mut(2).ready();
     assert!(!rd2.entries.is_empty());
-    assert!(rd2.messages.is_empty(), "nothing may be sent before the entries are durable");
+    assert!(
+        rd2.messages.is_empty(),
+        "nothing may be sent before the entries are durable"
+    );
     assert!(rd2
         .persisted_messages
         .iter()

@@ -17,7 +17,9 @@ fn a_read_on_a_follower_is_refused_with_a_leader_hint() {
     cl.elect(1);
     assert_eq!(
         cl.core_mut(2).read_index(7),
-        Err(NotLeader::NotLeader { leader_hint: Some(1) })
+        Err(NotLeader::NotLeader {
+            leader_hint: Some(1)
+        })
     );
 }
 
@@ -32,7 +34,13 @@ fn a_read_waits_for_a_heartbeat_round_confirmed_by_a_majority() {
     cl.process(1);
     assert!(reads(&cl, 1).is_empty(), "not before a majority answered");
     cl.deliver();
-    assert_eq!(reads(&cl, 1), vec![ReadState { id: 42, result: Ok(commit) }]);
+    assert_eq!(
+        reads(&cl, 1),
+        vec![ReadState {
+            id: 42,
+            result: Ok(commit)
+        }]
+    );
 }
 
 #[test]
@@ -45,8 +53,15 @@ fn a_partitioned_leader_never_confirms_a_read() {
     for _ in 0..cl.config.election_ticks_max() * 3 {
         cl.tick(1);
     }
-    assert!(reads(&cl, 1).iter().all(|r| r.result.is_err()), "{:?}", reads(&cl, 1));
-    assert!(reads(&cl, 1).is_empty(), "with no majority the read stays pending");
+    assert!(
+        reads(&cl, 1).iter().all(|r| r.result.is_err()),
+        "{:?}",
+        reads(&cl, 1)
+    );
+    assert!(
+        reads(&cl, 1).is_empty(),
+        "with no majority the read stays pending"
+    );
 }
 
 #[test]
@@ -74,9 +89,9 @@ fn a_new_leader_serves_no_read_before_its_noop_commits() {
     // no-op yet, so it cannot know whether its commit index is current.
     cl.crash(1);
     // Heartbeats flow (so a leadership round could complete); entries do not.
-    cl.drop_if = Some(Box::new(
-        |m| m.from == 2 && matches!(&m.rpc, raft::Rpc::AppendEntries(a) if !a.entries.is_empty()),
-    ));
+    cl.drop_if = Some(Box::new(|m| {
+        m.from == 2 && matches!(&m.rpc, raft::Rpc::AppendEntries(a) if !a.entries.is_empty())
+    }));
     for _ in 0..10 {
         cl.campaign(2);
         if cl.core(2).is_leader() {
@@ -92,7 +107,11 @@ fn a_new_leader_serves_no_read_before_its_noop_commits() {
     let rs = reads(&cl, 2);
     assert_eq!(rs.len(), 1);
     let index = rs[0].result.expect("served");
-    assert_eq!(cl.core(2).entry(index).map(|e| e.term), Some(cl.core(2).term()), "the read index covers the no-op");
+    assert_eq!(
+        cl.core(2).entry(index).map(|e| e.term),
+        Some(cl.core(2).term()),
+        "the read index covers the no-op"
+    );
 }
 
 #[test]
@@ -126,5 +145,8 @@ fn concurrent_reads_share_one_heartbeat_round() {
         .iter()
         .filter(|m| m.from == 1 && matches!(m.rpc, raft::Rpc::AppendEntries(_)))
         .count();
-    assert_eq!(heartbeats, 2, "one round to the two followers for ten reads");
+    assert_eq!(
+        heartbeats, 2,
+        "one round to the two followers for ten reads"
+    );
 }

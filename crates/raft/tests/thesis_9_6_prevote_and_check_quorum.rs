@@ -8,8 +8,14 @@ use raft::{HardState, Message, RaftCore, RaftState, RecoveredState, RequestVoteA
 
 #[test]
 fn a_pre_candidate_does_not_raise_its_term() {
-    let mut c = RaftCore::new(1, &[1, 2, 3], config(true, true), RecoveredState::default(), 1)
-        .expect("core");
+    let mut c = RaftCore::new(
+        1,
+        &[1, 2, 3],
+        config(true, true),
+        RecoveredState::default(),
+        1,
+    )
+    .expect("core");
     while c.state() == RaftState::Follower {
         c.tick();
     }
@@ -44,7 +50,11 @@ fn a_pre_vote_is_refused_while_the_voter_hears_from_a_leader() {
         Some(Rpc::RequestVoteReply(r)) => assert!(!r.vote_granted),
         other => panic!("expected a reply, got {other:?}"),
     }
-    assert_eq!(cl.core(2).term(), term, "a pre-vote never changes the voter's term");
+    assert_eq!(
+        cl.core(2).term(),
+        term,
+        "a pre-vote never changes the voter's term"
+    );
 }
 
 #[test]
@@ -54,7 +64,11 @@ fn a_node_partitioned_for_ten_election_timeouts_does_not_raise_the_cluster_term_
     let term = cl.core(1).term();
     cl.partition(&[&[1, 2], &[3]]);
     cl.tick_all(cl.config.election_ticks_max() * 10);
-    assert_eq!(cl.core(3).term(), term, "pre-votes fail: the isolated node's term stays");
+    assert_eq!(
+        cl.core(3).term(),
+        term,
+        "pre-votes fail: the isolated node's term stays"
+    );
     cl.heal();
     cl.tick_all(cl.config.election_ticks_max() * 2);
     assert_eq!(cl.leaders(), vec![1], "the leader was not disturbed");
@@ -75,7 +89,10 @@ fn without_pre_vote_the_same_partition_does_disturb_the_cluster() {
     assert!(cl.core(3).term() > term + 5);
     cl.heal();
     cl.tick_all(cl.config.election_ticks_max() * 2);
-    assert!(cl.core(1).term() > term, "the rejoining node forced a new term");
+    assert!(
+        cl.core(1).term() > term,
+        "the rejoining node forced a new term"
+    );
 }
 
 #[test]
@@ -128,7 +145,11 @@ fn with_check_quorum_a_request_vote_is_ignored_while_a_leader_is_known() {
         }),
     });
     assert_eq!(cl.core(2).term(), term, "§4.2.3: the term is not updated");
-    assert_eq!(cl.core(2).leader_id(), Some(1), "it still follows the leader");
+    assert_eq!(
+        cl.core(2).leader_id(),
+        Some(1),
+        "it still follows the leader"
+    );
     let rd = cl.core_mut(2).ready();
     assert_eq!(rd.hard_state, None::<HardState>, "no vote was recorded");
     match rd.persisted_messages.last().map(|m| &m.rpc) {
