@@ -35,6 +35,7 @@ pub use crate::server::{
     ClientError, RaftHandle, RaftServer, ServerError, ServerParts, StateMachine, Status,
 };
 pub use crate::storage::{MemoryStorage, RecoveredState, Storage, StorageError};
+pub use crate::storage_file::{FileStorage, FileStorageOptions};
 pub use crate::transport::{IncomingRpc, Transport, TransportError};
 pub use crate::transport_memory::{create_cluster, InMemoryNetwork, InMemoryTransport};
 pub use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, Term};

@@ -1,0 +1,1 @@
+//! raftkv: a replicated key-value store on the `raft` crate, speaking RESP.
