@@ -21,6 +21,9 @@ pub fn config(pre_vote: bool, check_quorum: bool) -> RaftConfig {
     }
 }
 
+/// Decides whether a message is lost.
+pub type DropRule = Box<dyn Fn(&Message) -> bool>;
+
 pub struct Cluster {
     pub ids: Vec<NodeId>,
     pub config: RaftConfig,
@@ -37,7 +40,7 @@ pub struct Cluster {
     /// Messages delivered so far (for assertions).
     pub delivered: Vec<Message>,
     /// When set, messages for which it returns true are dropped.
-    pub drop_if: Option<Box<dyn Fn(&Message) -> bool>>,
+    pub drop_if: Option<DropRule>,
     /// State Machine Safety, checked as entries are applied: the term of the
     /// entry each index was first applied with, on any node, ever.
     pub applied_terms: BTreeMap<LogIndex, Term>,
