@@ -136,6 +136,42 @@ impl<O: Send + 'static> RaftHandle<O> {
         rx.await.map_err(|_| ClientError::Stopped)?
     }
 
+    /// Enqueues `command` and returns at once with a receiver for its
+    /// outcome. Calls made one after another are proposed in that order,
+    /// which lets a connection pipeline writes and keep their order. Waits
+    /// (backpressure) while the server's bounded queue is full.
+    pub async fn enqueue_submit(
+        &self,
+        command: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<O, ClientError>>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let permit = self
+            .commands
+            .reserve()
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        permit.send(Command::Submit {
+            data: command,
+            reply: tx,
+        });
+        Ok(rx)
+    }
+
+    /// Like [`RaftHandle::enqueue_submit`], for a linearizable read.
+    pub async fn enqueue_read(
+        &self,
+        query: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Result<O, ClientError>>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        let permit = self
+            .commands
+            .reserve()
+            .await
+            .map_err(|_| ClientError::Stopped)?;
+        permit.send(Command::Read { query, reply: tx });
+        Ok(rx)
+    }
+
     /// The latest status (updated after every step of the server loop).
     pub fn status(&self) -> Status {
         self.status.borrow().clone()
@@ -273,7 +309,11 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         match cmd {
             Command::Submit { data, reply } => match self.node.core_mut().propose(data) {
                 Ok((index, term)) => {
-                    self.waiting_apply.insert(index, (term, reply));
+                    // A waiter from an older term at the same index lost its
+                    // entry: this node would not propose here otherwise.
+                    if let Some((_, old)) = self.waiting_apply.insert(index, (term, reply)) {
+                        let _ = old.send(Err(ClientError::LeadershipLost));
+                    }
                 }
                 Err(e) => {
                     let _ = reply.send(Err(e.into()));
@@ -304,6 +344,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             } = event;
             tracing::info!(id = self.node.core().id(), %state, term, leader = ?leader, "state changed");
         }
+        let last_applied_entry = out.committed_entries.last().map(|e| (e.index, e.term));
         for entry in out.committed_entries {
             let output = match entry.kind {
                 EntryKind::Normal => Some(self.state_machine.apply(entry.index, &entry.data)),
@@ -319,6 +360,22 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                     _ => Err(ClientError::LeadershipLost),
                 };
                 let _ = reply.send(result);
+            }
+        }
+        // Terms never decrease along a log, so once an entry of term T is
+        // applied, a waiter of an older term at a later index can never see
+        // its entry commit: fail it now instead of when the index fills.
+        if let Some((applied_index, applied_term)) = last_applied_entry {
+            let doomed: Vec<LogIndex> = self
+                .waiting_apply
+                .range(applied_index + 1..)
+                .filter(|(_, (term, _))| *term < applied_term)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in doomed {
+                if let Some((_, reply)) = self.waiting_apply.remove(&index) {
+                    let _ = reply.send(Err(ClientError::LeadershipLost));
+                }
             }
         }
         for rs in out.read_states {

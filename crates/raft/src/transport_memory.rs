@@ -171,11 +171,13 @@ impl InMemoryNetwork {
             }
             Ok(reply)
         };
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(reply)) => Ok(reply),
-            // A lost message looks like silence to the caller: wait it out.
+            // A lost message looks like silence to the caller: wait out the
+            // rest of the timeout.
             Ok(Err(TransportError::Timeout(_))) => {
-                tokio::time::sleep(self.timeout).await;
+                tokio::time::sleep_until(started + self.timeout).await;
                 Err(TransportError::Timeout(to))
             }
             Ok(Err(e)) => Err(e),

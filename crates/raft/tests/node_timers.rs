@@ -115,7 +115,10 @@ async fn a_follower_starts_an_election_after_the_election_timeout() {
 
     // Past the maximum (plus a tick for the ticker's phase), it has timed out
     // exactly once: a candidate in term 1, still waiting for votes.
-    sleep_until(start + config.election_timeout_max + config.tick_interval + Duration::from_millis(5)).await;
+    sleep_until(
+        start + config.election_timeout_max + config.tick_interval + Duration::from_millis(5),
+    )
+    .await;
     let s = handle.status();
     assert_eq!(s.state, RaftState::Candidate, "campaigning: {s:?}");
     assert_eq!(s.term, 1, "one election, one new term: {s:?}");
@@ -170,7 +173,10 @@ async fn a_follower_does_not_start_an_election_while_receiving_heartbeats() {
         polls += 1;
         sleep(Duration::from_millis(10)).await;
     }
-    assert!(polls >= 600, "the whole interval was observed ({polls} polls)");
+    assert!(
+        polls >= 600,
+        "the whole interval was observed ({polls} polls)"
+    );
 }
 
 /// A transport that counts the AppendEntries each node sends, per target.

@@ -395,3 +395,28 @@ async fn link_loss_drops_about_the_configured_fraction() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unanswered_request_fails_after_the_timeout_not_later() {
+    // The request takes 30 ms to arrive, the peer answers, and the reply is
+    // lost on the way back: to the caller this is silence, which must end
+    // with Timeout after `timeout` (100 ms), as for any other lost message.
+    let net = InMemoryNetwork::new(1, TIMEOUT);
+    let (t1, _inbox1) = net.register(1);
+    let (_t2, inbox2) = net.register(2);
+    let (seen2, _p2) = answer_everything(inbox2);
+    net.set_link_delay(1, 2, Duration::from_millis(30));
+    net.cut_link(2, 1);
+
+    let start = Instant::now();
+    assert_eq!(
+        t1.request_vote(2, vote_args(1)).await,
+        Err(TransportError::Timeout(2))
+    );
+    assert_eq!(seen_count(&seen2), 1, "the request did arrive");
+    assert_eq!(
+        start.elapsed(),
+        TIMEOUT,
+        "the caller waited longer than the configured timeout"
+    );
+}
