@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{Event, RaftCore, ReadState, Ready};
+use crate::observer::{NoopObserver, Observer};
 use crate::message::{Message, Rpc};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
@@ -40,6 +41,7 @@ pub struct RaftNode<T: Transport> {
     /// The core answers every request exactly once and in the order it was
     /// stepped, so the next reply addressed to a peer belongs to the oldest.
     awaiting_reply: HashMap<NodeId, VecDeque<oneshot::Sender<Rpc>>>,
+    observer: Arc<dyn Observer>,
 }
 
 impl<T: Transport> RaftNode<T> {
@@ -58,9 +60,19 @@ impl<T: Transport> RaftNode<T> {
                 transport: Arc::new(transport),
                 peer_events: tx,
                 awaiting_reply: HashMap::new(),
+                observer: Arc::new(NoopObserver),
             },
             rx,
         )
+    }
+
+    /// Reports what the node does to `observer` (metrics).
+    pub fn set_observer(&mut self, observer: Arc<dyn Observer>) {
+        self.observer = observer;
+    }
+
+    pub fn observer(&self) -> &Arc<dyn Observer> {
+        &self.observer
     }
 
     pub fn core(&self) -> &RaftCore {
@@ -79,6 +91,7 @@ impl<T: Transport> RaftNode<T> {
     /// once what it depends on is durable.
     pub fn receive(&mut self, incoming: IncomingRpc) {
         let me = self.core.id();
+        self.observer.message_received(incoming.from, &incoming.rpc);
         if !incoming.rpc.is_request()
             || incoming.from == me
             || !self.core.voters().contains(&incoming.from)
@@ -100,7 +113,10 @@ impl<T: Transport> RaftNode<T> {
 
     pub fn handle_peer_event(&mut self, event: PeerEvent) {
         match event {
-            PeerEvent::Reply(m) => self.core.step(m),
+            PeerEvent::Reply(m) => {
+                self.observer.message_received(m.from, &m.rpc);
+                self.core.step(m)
+            }
             PeerEvent::Unreachable(peer) => self.core.report_unreachable(peer),
         }
     }
@@ -116,7 +132,17 @@ impl<T: Transport> RaftNode<T> {
                 self.send(m);
             }
             if rd.hard_state.is_some() || !rd.entries.is_empty() {
+                let started = std::time::Instant::now();
                 self.storage.persist(rd.hard_state.as_ref(), &rd.entries)?;
+                self.observer.persisted(rd.entries.len(), started.elapsed());
+            }
+            for Event::StateChanged {
+                state,
+                term,
+                leader,
+            } in &rd.events
+            {
+                self.observer.state_changed(*state, *term, *leader);
             }
             self.core.advance(&rd);
             for m in rd.persisted_messages {
@@ -130,6 +156,7 @@ impl<T: Transport> RaftNode<T> {
     }
 
     fn send(&mut self, m: Message) {
+        self.observer.message_sent(m.to, &m.rpc);
         if !m.rpc.is_request() {
             match self
                 .awaiting_reply

@@ -6,6 +6,7 @@
 //! there is nothing to lock and no lock to hold across an `.await`.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use thiserror::Error;
@@ -15,6 +16,7 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::RaftConfig;
 use crate::core::{CoreError, Event, NotLeader, RaftCore};
+use crate::observer::{NoopObserver, Observer};
 use crate::node::{Output, PeerEvent, RaftNode};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
@@ -233,11 +235,21 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
     pub fn spawn(
         parts: ServerParts<T, M>,
     ) -> Result<(RaftHandle<M::Output>, JoinHandle<Result<(), ServerError>>), ServerError> {
+        Self::spawn_observed(parts, Arc::new(NoopObserver))
+    }
+
+    /// Like [`RaftServer::spawn`], reporting to `observer` (metrics).
+    #[allow(clippy::type_complexity)]
+    pub fn spawn_observed(
+        parts: ServerParts<T, M>,
+        observer: Arc<dyn Observer>,
+    ) -> Result<(RaftHandle<M::Output>, JoinHandle<Result<(), ServerError>>), ServerError> {
         let mut storage = parts.storage;
         let recovered = storage.recover()?;
         let tick_interval = parts.config.tick_interval;
         let core = RaftCore::new(parts.id, &parts.voters, parts.config, recovered, parts.seed)?;
-        let (node, peer_events) = RaftNode::new(core, storage, parts.transport);
+        let (mut node, peer_events) = RaftNode::new(core, storage, parts.transport);
+        node.set_observer(observer);
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (status_tx, status_rx) = watch::channel(status_of(node.core()));
         let server = RaftServer {
@@ -276,6 +288,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown) | None => break Ok(()),
                     Some(cmd) => {
+                        let mut proposals = usize::from(matches!(cmd, Command::Submit { .. }));
                         self.handle_command(cmd);
                         // Take what else is queued, so a burst of proposals
                         // becomes one AppendEntries and one fsync.
@@ -283,9 +296,15 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                         for _ in 0..MAX_BATCH {
                             match self.commands.try_recv() {
                                 Ok(Command::Shutdown) => { stop = true; break; }
-                                Ok(cmd) => self.handle_command(cmd),
+                                Ok(cmd) => {
+                                    proposals += usize::from(matches!(cmd, Command::Submit { .. }));
+                                    self.handle_command(cmd);
+                                }
                                 Err(_) => break,
                             }
+                        }
+                        if proposals > 0 {
+                            self.node.observer().proposals_batched(proposals);
                         }
                         if stop { break Ok(()); }
                     }

@@ -1,1 +1,11 @@
 //! raftkv: a replicated key-value store on the `raft` crate, speaking RESP.
+pub mod commands;
+pub mod config;
+pub mod forward;
+pub mod http;
+pub mod kv;
+pub mod metrics;
+pub mod peer;
+pub mod resp;
+pub mod server;
+pub mod up;

@@ -1,1 +1,158 @@
-fn main() {}
+//! The `raftkv` binary: `raftkv server` runs one node, `raftkv up` a local
+//! cluster.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use raftkv::config::{FileSettings, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "raftkv",
+    version,
+    about = "A replicated key-value store on Raft that speaks the Redis protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one node of a cluster.
+    Server(Box<ServerArgs>),
+    /// Start a local cluster on 127.0.0.1 and show it live, until Ctrl-C.
+    Up(raftkv::up::UpArgs),
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// This node's id (a positive integer).
+    #[arg(long)]
+    id: Option<u64>,
+    /// Initial members: id=host:port,... (used only on first boot).
+    #[arg(long)]
+    cluster: Option<String>,
+    /// Directory for all durable state; created if missing.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// RESP (Redis protocol) listener.
+    #[arg(long)]
+    client_addr: Option<String>,
+    /// Where peer traffic is accepted (default: this node's --cluster entry).
+    #[arg(long)]
+    peer_listen: Option<String>,
+    /// Optional HTTP listener: /status, /metrics, /healthz.
+    #[arg(long)]
+    http_addr: Option<String>,
+    /// The same settings as TOML; flags override the file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Leader heartbeat interval in milliseconds (default 50).
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Election timeout range in milliseconds, MIN-MAX (default 300-600).
+    #[arg(long)]
+    election_timeout_ms: Option<String>,
+    /// How long a client request may take before it fails (default 5000).
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
+    /// Maximum simultaneous client connections (default 10000).
+    #[arg(long)]
+    max_clients: Option<usize>,
+    /// Maximum key size in bytes (default 65536).
+    #[arg(long)]
+    max_key_bytes: Option<usize>,
+    /// Maximum value size in bytes (default 1048576).
+    #[arg(long)]
+    max_value_bytes: Option<usize>,
+}
+
+impl ServerArgs {
+    fn settings(self) -> Result<FileSettings, raftkv::config::ConfigError> {
+        let flags = FileSettings {
+            id: self.id,
+            cluster: self.cluster,
+            data_dir: self.data_dir,
+            client_addr: self.client_addr,
+            peer_listen: self.peer_listen,
+            http_addr: self.http_addr,
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms: self.election_timeout_ms,
+            request_timeout_ms: self.request_timeout_ms,
+            max_clients: self.max_clients,
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+        };
+        match &self.config {
+            Some(path) => Ok(flags.or(FileSettings::load(path)?)),
+            None => Ok(flags),
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("raftkv: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Server(args) => runtime.block_on(async {
+            let config = ServerConfig::from_settings(args.settings()?)?;
+            raftkv::server::run(config, shutdown_signal()).await
+        }),
+        Command::Up(args) => runtime.block_on(raftkv::up::run(args, shutdown_signal())),
+    };
+    // Do not wait for lingering connection tasks.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("raftkv: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,389 @@
+//! From RESP arguments to what the server must do with them.
+//!
+//! Every command a client sends is classified as one of: a write (a
+//! [`KvCommand`], one log entry), a read (a [`KvQuery`], served by ReadIndex),
+//! or something this node answers by itself (PING, HELLO, INFO, …).
+
+use bytes::Bytes;
+
+use crate::kv::{parse_i64, KvCommand, KvQuery};
+use crate::resp::Reply;
+
+/// Size limits on what clients may store.
+#[derive(Debug, Clone, Copy)]
+pub struct DataLimits {
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+impl Default for DataLimits {
+    fn default() -> Self {
+        DataLimits {
+            max_key_bytes: 64 << 10,
+            max_value_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What to do with one client command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Write(KvCommand),
+    Read(KvQuery),
+    /// Answered by this node without consensus.
+    Local(LocalCommand),
+    /// A reply known at once (an error, usually).
+    Reply(Reply),
+    /// Nothing to do (an empty command).
+    Ignore,
+}
+
+/// Commands this node answers itself (not forwarded, not replicated).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LocalCommand {
+    Ping(Option<Bytes>),
+    Echo(Bytes),
+    /// `HELLO [protover] ...`: `None` keeps the current protocol.
+    Hello(Option<u8>),
+    Info(Option<String>),
+    RaftInfo,
+    RaftSnapshot,
+    Quit,
+    CommandDocs,
+    ConfigGet(Vec<Bytes>),
+    Ok,
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+fn wrong_arity(name: &str) -> Action {
+    Action::Reply(Reply::error(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    )))
+}
+
+fn syntax_error() -> Action {
+    Action::Reply(Reply::error("ERR syntax error"))
+}
+
+/// Redis' wording for a command it does not know.
+fn unknown_command(args: &[Bytes]) -> Action {
+    let name = String::from_utf8_lossy(&args[0]);
+    let rest: String = args[1..]
+        .iter()
+        .take(8)
+        .map(|a| format!("'{}' ", String::from_utf8_lossy(a)))
+        .collect();
+    Action::Reply(Reply::error(format!(
+        "ERR unknown command '{name}', with args beginning with: {rest}"
+    )))
+}
+
+impl DataLimits {
+    fn check_key(&self, key: &[u8]) -> Result<(), Action> {
+        if key.len() > self.max_key_bytes {
+            return Err(Action::Reply(Reply::error(format!(
+                "ERR key too large ({} bytes, limit {})",
+                key.len(),
+                self.max_key_bytes
+            ))));
+        }
+        Ok(())
+    }
+
+    fn check_value(&self, value: &[u8]) -> Result<(), Action> {
+        if value.len() > self.max_value_bytes {
+            return Err(Action::Reply(Reply::error(format!(
+                "ERR value too large ({} bytes, limit {})",
+                value.len(),
+                self.max_value_bytes
+            ))));
+        }
+        Ok(())
+    }
+
+    fn keys(&self, args: &[Bytes]) -> Result<Vec<Vec<u8>>, Action> {
+        args.iter()
+            .map(|k| self.check_key(k).map(|_| k.to_vec()))
+            .collect()
+    }
+}
+
+/// Classifies one command. `args[0]` is the command name.
+pub fn classify(args: &[Bytes], limits: &DataLimits) -> Action {
+    if args.is_empty() {
+        return Action::Ignore;
+    }
+    match classify_inner(args, limits) {
+        Ok(a) => a,
+        Err(a) => a,
+    }
+}
+
+fn classify_inner(args: &[Bytes], limits: &DataLimits) -> Result<Action, Action> {
+    let name = upper(&args[0]);
+    let argc = args.len();
+    let arity = |ok: bool| if ok { Ok(()) } else { Err(wrong_arity(&name)) };
+    let action = match name.as_str() {
+        "GET" => {
+            arity(argc == 2)?;
+            limits.check_key(&args[1])?;
+            Action::Read(KvQuery::Get {
+                key: args[1].to_vec(),
+            })
+        }
+        "MGET" => {
+            arity(argc >= 2)?;
+            Action::Read(KvQuery::MGet {
+                keys: limits.keys(&args[1..])?,
+            })
+        }
+        "EXISTS" => {
+            arity(argc >= 2)?;
+            Action::Read(KvQuery::Exists {
+                keys: limits.keys(&args[1..])?,
+            })
+        }
+        "DBSIZE" => {
+            arity(argc == 1)?;
+            Action::Read(KvQuery::DbSize)
+        }
+        "SET" => {
+            arity(argc >= 3)?;
+            limits.check_key(&args[1])?;
+            limits.check_value(&args[2])?;
+            let (key, value) = (args[1].to_vec(), args[2].to_vec());
+            match argc {
+                3 => Action::Write(KvCommand::Set { key, value }),
+                5 if upper(&args[3]) == "IFEQ" => {
+                    limits.check_value(&args[4])?;
+                    Action::Write(KvCommand::SetIfEq {
+                        key,
+                        value,
+                        expected: args[4].to_vec(),
+                    })
+                }
+                _ => return Err(syntax_error()),
+            }
+        }
+        "MSET" => {
+            arity(argc >= 3 && argc % 2 == 1)?;
+            let mut pairs = Vec::with_capacity(argc / 2);
+            for kv in args[1..].chunks(2) {
+                limits.check_key(&kv[0])?;
+                limits.check_value(&kv[1])?;
+                pairs.push((kv[0].to_vec(), kv[1].to_vec()));
+            }
+            Action::Write(KvCommand::MSet { pairs })
+        }
+        "DEL" => {
+            arity(argc >= 2)?;
+            Action::Write(KvCommand::Del {
+                keys: limits.keys(&args[1..])?,
+            })
+        }
+        "INCR" | "DECR" => {
+            arity(argc == 2)?;
+            limits.check_key(&args[1])?;
+            let by = if name == "INCR" { 1 } else { -1 };
+            Action::Write(KvCommand::IncrBy {
+                key: args[1].to_vec(),
+                by,
+            })
+        }
+        "INCRBY" | "DECRBY" => {
+            arity(argc == 3)?;
+            limits.check_key(&args[1])?;
+            let Some(n) = parse_i64(&args[2]) else {
+                return Err(Action::Reply(Reply::error(crate::kv::NOT_AN_INTEGER)));
+            };
+            let by = if name == "INCRBY" {
+                n
+            } else {
+                n.checked_neg()
+                    .ok_or_else(|| Action::Reply(Reply::error(crate::kv::OVERFLOW)))?
+            };
+            Action::Write(KvCommand::IncrBy {
+                key: args[1].to_vec(),
+                by,
+            })
+        }
+        "PING" => {
+            arity(argc <= 2)?;
+            Action::Local(LocalCommand::Ping(args.get(1).cloned()))
+        }
+        "ECHO" => {
+            arity(argc == 2)?;
+            Action::Local(LocalCommand::Echo(args[1].clone()))
+        }
+        "HELLO" => {
+            let proto = match args.get(1) {
+                None => None,
+                Some(v) => match parse_i64(v) {
+                    Some(2) => Some(2),
+                    Some(3) => Some(3),
+                    Some(_) => {
+                        return Err(Action::Reply(Reply::Error(
+                            "NOPROTO unsupported protocol version".into(),
+                        )))
+                    }
+                    None => {
+                        return Err(Action::Reply(Reply::error(
+                            "ERR Protocol version is not an integer or out of range",
+                        )))
+                    }
+                },
+            };
+            // AUTH and SETNAME options are accepted and ignored (no ACLs here).
+            Action::Local(LocalCommand::Hello(proto))
+        }
+        "INFO" => Action::Local(LocalCommand::Info(args.get(1).map(|s| upper(s)))),
+        "RAFT.INFO" => Action::Local(LocalCommand::RaftInfo),
+        "RAFT.SNAPSHOT" => Action::Local(LocalCommand::RaftSnapshot),
+        "QUIT" => Action::Local(LocalCommand::Quit),
+        "SELECT" => {
+            arity(argc == 2)?;
+            if parse_i64(&args[1]) == Some(0) {
+                Action::Local(LocalCommand::Ok)
+            } else {
+                return Err(Action::Reply(Reply::error("ERR DB index is out of range")));
+            }
+        }
+        "CLIENT" => {
+            arity(argc >= 2)?;
+            match upper(&args[1]).as_str() {
+                // Connection metadata that clients send on their own.
+                "SETINFO" | "SETNAME" => Action::Local(LocalCommand::Ok),
+                "GETNAME" => Action::Reply(Reply::Nil),
+                "ID" => Action::Reply(Reply::Integer(1)),
+                _ => return Err(syntax_error()),
+            }
+        }
+        "COMMAND" => Action::Local(LocalCommand::CommandDocs),
+        "CONFIG" => {
+            arity(argc >= 2)?;
+            match upper(&args[1]).as_str() {
+                "GET" => {
+                    arity(argc >= 3)?;
+                    Action::Local(LocalCommand::ConfigGet(args[2..].to_vec()))
+                }
+                _ => return Err(syntax_error()),
+            }
+        }
+        _ => unknown_command(args),
+    };
+    Ok(action)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<Bytes> {
+        s.split(' ')
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect()
+    }
+
+    fn classify_str(s: &str) -> Action {
+        classify(&args(s), &DataLimits::default())
+    }
+
+    fn error_text(a: Action) -> String {
+        match a {
+            Action::Reply(Reply::Error(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_and_reads_are_classified_case_insensitively() {
+        assert!(matches!(
+            classify_str("set k v"),
+            Action::Write(KvCommand::Set { .. })
+        ));
+        assert!(matches!(
+            classify_str("GeT k"),
+            Action::Read(KvQuery::Get { .. })
+        ));
+        assert!(matches!(
+            classify_str("SET k v ifeq old"),
+            Action::Write(KvCommand::SetIfEq { .. })
+        ));
+        assert!(matches!(
+            classify_str("MSET a 1 b 2"),
+            Action::Write(KvCommand::MSet { .. })
+        ));
+        assert!(matches!(
+            classify_str("DBSIZE"),
+            Action::Read(KvQuery::DbSize)
+        ));
+    }
+
+    #[test]
+    fn wrong_arity_uses_redis_wording() {
+        assert_eq!(
+            error_text(classify_str("GET")),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        assert_eq!(
+            error_text(classify_str("MSET a 1 b")),
+            "ERR wrong number of arguments for 'mset' command"
+        );
+    }
+
+    #[test]
+    fn unknown_commands_and_bad_options_are_refused() {
+        assert!(error_text(classify_str("FLY me")).starts_with("ERR unknown command 'FLY'"));
+        assert_eq!(error_text(classify_str("SET k v NX")), "ERR syntax error");
+        assert_eq!(
+            error_text(classify_str("INCRBY k x")),
+            crate::kv::NOT_AN_INTEGER
+        );
+        assert_eq!(
+            error_text(classify_str("SELECT 1")),
+            "ERR DB index is out of range"
+        );
+        assert!(error_text(classify_str("HELLO 4")).starts_with("NOPROTO"));
+    }
+
+    #[test]
+    fn oversized_keys_and_values_are_refused() {
+        let limits = DataLimits {
+            max_key_bytes: 4,
+            max_value_bytes: 8,
+        };
+        let e = error_text(classify(&args("SET longkey v"), &limits));
+        assert!(e.contains("too large"), "{e}");
+        let e = error_text(classify(&args("SET k 123456789"), &limits));
+        assert!(e.starts_with("ERR value too large"), "{e}");
+        assert!(matches!(
+            classify(&args("SET k 12345678"), &limits),
+            Action::Write(_)
+        ));
+    }
+
+    #[test]
+    fn connection_setup_commands_clients_send_are_accepted() {
+        assert_eq!(
+            classify_str("CLIENT SETINFO lib-name redis-py"),
+            Action::Local(LocalCommand::Ok)
+        );
+        assert_eq!(classify_str("SELECT 0"), Action::Local(LocalCommand::Ok));
+        assert_eq!(
+            classify_str("HELLO 3"),
+            Action::Local(LocalCommand::Hello(Some(3)))
+        );
+        assert!(matches!(
+            classify_str("CONFIG GET save"),
+            Action::Local(LocalCommand::ConfigGet(_))
+        ));
+        assert_eq!(
+            classify_str("COMMAND DOCS"),
+            Action::Local(LocalCommand::CommandDocs)
+        );
+    }
+}

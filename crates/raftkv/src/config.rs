@@ -1,0 +1,361 @@
+//! `raftkv server` settings: flags, the optional TOML file, and validation
+//! with one clear line per mistake.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use raft::{NodeId, RaftConfig};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A mistake in the settings. Printed as one line, then the process exits
+/// non-zero.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bad config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+/// Settings as they may appear in the TOML file (all optional there, since
+/// flags can supply them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub id: Option<NodeId>,
+    pub cluster: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub client_addr: Option<String>,
+    pub peer_listen: Option<String>,
+    pub http_addr: Option<String>,
+    pub heartbeat_ms: Option<u64>,
+    pub election_timeout_ms: Option<String>,
+    pub request_timeout_ms: Option<u64>,
+    pub max_clients: Option<usize>,
+    pub max_key_bytes: Option<usize>,
+    pub max_value_bytes: Option<usize>,
+}
+
+impl FileSettings {
+    pub fn load(path: &Path) -> Result<FileSettings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })
+    }
+
+    /// `self` (from flags) wins over `file`.
+    pub fn or(self, file: FileSettings) -> FileSettings {
+        FileSettings {
+            id: self.id.or(file.id),
+            cluster: self.cluster.or(file.cluster),
+            data_dir: self.data_dir.or(file.data_dir),
+            client_addr: self.client_addr.or(file.client_addr),
+            peer_listen: self.peer_listen.or(file.peer_listen),
+            http_addr: self.http_addr.or(file.http_addr),
+            heartbeat_ms: self.heartbeat_ms.or(file.heartbeat_ms),
+            election_timeout_ms: self.election_timeout_ms.or(file.election_timeout_ms),
+            request_timeout_ms: self.request_timeout_ms.or(file.request_timeout_ms),
+            max_clients: self.max_clients.or(file.max_clients),
+            max_key_bytes: self.max_key_bytes.or(file.max_key_bytes),
+            max_value_bytes: self.max_value_bytes.or(file.max_value_bytes),
+        }
+    }
+}
+
+/// Complete, validated settings of one node.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub id: NodeId,
+    /// Initial voting members and their peer addresses (bootstrap only).
+    pub cluster: BTreeMap<NodeId, String>,
+    pub data_dir: PathBuf,
+    pub client_addr: String,
+    pub peer_listen: String,
+    pub http_addr: Option<String>,
+    pub raft: RaftConfig,
+    pub request_timeout: Duration,
+    pub max_clients: usize,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+}
+
+/// Parses `1=host:port,2=host:port`.
+pub fn parse_cluster(s: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part.split_once('=').ok_or_else(|| {
+            invalid(format!(
+                "--cluster: '{part}' is not of the form id=host:port"
+            ))
+        })?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| invalid(format!("--cluster: '{id}' is not a positive node id")))?;
+        let addr = addr.trim();
+        check_addr("--cluster", addr)?;
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(invalid(format!("--cluster: node id {id} appears twice")));
+        }
+    }
+    if out.is_empty() {
+        return Err(invalid("--cluster: no members given"));
+    }
+    Ok(out)
+}
+
+/// A `host:port` with a numeric port.
+fn check_addr(flag: &str, addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(invalid(format!(
+            "{flag}: '{addr}' is not a valid host:port address"
+        ))),
+    }
+}
+
+/// Parses `MIN-MAX` milliseconds.
+fn parse_range(s: &str) -> Result<(u64, u64), ConfigError> {
+    let bad = || {
+        invalid(format!(
+            "--election-timeout-ms: '{s}' is not of the form MIN-MAX (e.g. 300-600)"
+        ))
+    };
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a = a.trim().parse().map_err(|_| bad())?;
+    let b = b.trim().parse().map_err(|_| bad())?;
+    Ok((a, b))
+}
+
+impl ServerConfig {
+    /// Validates merged settings. `cluster` may be absent when the data dir
+    /// already holds the membership; the caller passes what it found there.
+    pub fn from_settings(s: FileSettings) -> Result<ServerConfig, ConfigError> {
+        let id = s.id.ok_or_else(|| invalid("--id is required"))?;
+        if id == 0 {
+            return Err(invalid("--id must be a positive integer"));
+        }
+        let cluster = match &s.cluster {
+            Some(c) => parse_cluster(c)?,
+            None => BTreeMap::new(),
+        };
+        let data_dir = s
+            .data_dir
+            .ok_or_else(|| invalid("--data-dir is required"))?;
+        let client_addr = s
+            .client_addr
+            .unwrap_or_else(|| "127.0.0.1:6379".to_string());
+        check_addr("--client-addr", &client_addr)?;
+        let peer_listen = match s.peer_listen {
+            Some(a) => a,
+            None => cluster.get(&id).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "--peer-listen not given and node {id} is not in --cluster"
+                ))
+            })?,
+        };
+        check_addr("--peer-listen", &peer_listen)?;
+        if let Some(h) = &s.http_addr {
+            check_addr("--http-addr", h)?;
+        }
+        let heartbeat = s.heartbeat_ms.unwrap_or(50);
+        let (emin, emax) = match &s.election_timeout_ms {
+            Some(r) => parse_range(r)?,
+            None => (300, 600),
+        };
+        let raft = RaftConfig {
+            tick_interval: Duration::from_millis(10.min(heartbeat).max(1)),
+            heartbeat_interval: Duration::from_millis(heartbeat),
+            election_timeout_min: Duration::from_millis(emin),
+            election_timeout_max: Duration::from_millis(emax),
+            ..RaftConfig::default()
+        };
+        raft.validate()
+            .map_err(|e| invalid(format!("timing: {e}")))?;
+        let request_timeout_ms = s.request_timeout_ms.unwrap_or(5000);
+        if request_timeout_ms == 0 {
+            return Err(invalid("--request-timeout-ms must be positive"));
+        }
+        Ok(ServerConfig {
+            id,
+            cluster,
+            data_dir,
+            client_addr,
+            peer_listen,
+            http_addr: s.http_addr,
+            raft,
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            max_clients: s.max_clients.unwrap_or(10_000).max(1),
+            max_key_bytes: s.max_key_bytes.unwrap_or(64 << 10),
+            max_value_bytes: s.max_value_bytes.unwrap_or(1 << 20),
+        })
+    }
+}
+
+/// What the data dir remembers about the cluster: written once on first boot,
+/// authoritative afterwards ("the membership stored on disk wins").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMeta {
+    pub cluster_id: String,
+    pub node_id: NodeId,
+    pub members: BTreeMap<NodeId, String>,
+}
+
+const META_FILE: &str = "cluster.json";
+
+impl ClusterMeta {
+    /// A stable identity for a cluster: a hash of its initial membership.
+    pub fn new(node_id: NodeId, members: BTreeMap<NodeId, String>) -> ClusterMeta {
+        let text: String = members.iter().map(|(id, a)| format!("{id}={a};")).collect();
+        let cluster_id = format!("{:08x}", crc32c::crc32c(text.as_bytes()));
+        ClusterMeta {
+            cluster_id,
+            node_id,
+            members,
+        }
+    }
+
+    /// Loads the stored membership, or bootstraps it from `--cluster` on an
+    /// empty data dir. Writes atomically (temp file, fsync, rename, fsync dir).
+    pub fn load_or_init(config: &ServerConfig) -> Result<ClusterMeta, ConfigError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| invalid(format!("--data-dir: cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(META_FILE);
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+            let meta: ClusterMeta = serde_json::from_str(&text)
+                .map_err(|e| invalid(format!("corrupt {}: {e}", path.display())))?;
+            if meta.node_id != config.id {
+                return Err(invalid(format!(
+                    "--id {} does not match the data dir {}, which belongs to node {}",
+                    config.id,
+                    dir.display(),
+                    meta.node_id
+                )));
+            }
+            return Ok(meta);
+        }
+        if config.cluster.is_empty() {
+            return Err(invalid(format!(
+                "{} holds no cluster yet: --cluster is required on first boot",
+                dir.display()
+            )));
+        }
+        if !config.cluster.contains_key(&config.id) {
+            return Err(invalid(format!(
+                "--id {} is not in --cluster ({})",
+                config.id,
+                config
+                    .cluster
+                    .keys()
+                    .map(|k| k.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )));
+        }
+        let meta = ClusterMeta::new(config.id, config.cluster.clone());
+        let text = serde_json::to_string_pretty(&meta).map_err(|e| invalid(e.to_string()))?;
+        write_atomically(dir, META_FILE, text.as_bytes())
+            .map_err(|e| invalid(format!("--data-dir: cannot write {}: {e}", path.display())))?;
+        Ok(meta)
+    }
+}
+
+/// temp file + fsync + rename + fsync of the directory.
+pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_lists_parse_and_bad_ones_get_one_clear_line() {
+        let c = parse_cluster("1=127.0.0.1:7001, 2=localhost:7002").expect("valid");
+        assert_eq!(c.len(), 2);
+        for (bad, needle) in [
+            ("1=127.0.0.1", "not a valid host:port"),
+            ("x=127.0.0.1:1", "not a positive node id"),
+            ("0=127.0.0.1:1", "not a positive node id"),
+            ("1=a:1,1=b:2", "appears twice"),
+            ("1", "id=host:port"),
+        ] {
+            let e = parse_cluster(bad).expect_err(bad).to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn settings_validate_timing_and_defaults() {
+        let s = FileSettings {
+            id: Some(1),
+            cluster: Some("1=127.0.0.1:7001".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..FileSettings::default()
+        };
+        let c = ServerConfig::from_settings(s.clone()).expect("valid");
+        assert_eq!(c.peer_listen, "127.0.0.1:7001");
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        let bad = FileSettings {
+            heartbeat_ms: Some(400),
+            ..s.clone()
+        };
+        assert!(ServerConfig::from_settings(bad).is_err());
+        let bad = FileSettings {
+            election_timeout_ms: Some("600-300".into()),
+            ..s.clone()
+        };
+        assert!(ServerConfig::from_settings(bad).is_err());
+        let bad = FileSettings { id: Some(2), ..s };
+        assert!(ServerConfig::from_settings(bad)
+            .expect_err("id")
+            .to_string()
+            .contains("not in --cluster"));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let flags = FileSettings {
+            id: Some(2),
+            ..FileSettings::default()
+        };
+        let file = FileSettings {
+            id: Some(1),
+            data_dir: Some("/d".into()),
+            ..FileSettings::default()
+        };
+        let merged = flags.or(file);
+        assert_eq!(merged.id, Some(2));
+        assert_eq!(merged.data_dir, Some(PathBuf::from("/d")));
+    }
+}

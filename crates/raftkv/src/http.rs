@@ -1,0 +1,81 @@
+//! The optional HTTP admin endpoint (`--http-addr`): `/healthz`, `/status`
+//! (JSON) and `/metrics` (Prometheus text), served with axum.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+
+use crate::server::{role_name, Shared};
+
+#[derive(Serialize)]
+struct PeerJson {
+    id: u64,
+    match_index: u64,
+    next_index: u64,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    id: u64,
+    role: &'static str,
+    term: u64,
+    leader_id: u64,
+    commit_index: u64,
+    last_applied: u64,
+    last_log_index: u64,
+    last_log_term: u64,
+    /// Leader only: replication progress of each follower.
+    peers: Vec<PeerJson>,
+}
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "http server stopped");
+    }
+}
+
+async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
+    let s = shared.handle.status();
+    Json(StatusJson {
+        id: s.id,
+        role: role_name(s.state),
+        term: s.term,
+        leader_id: s.leader_id.unwrap_or(0),
+        commit_index: s.commit_index,
+        last_applied: s.last_applied,
+        last_log_index: s.last_log_index,
+        last_log_term: s.last_log_term,
+        peers: s
+            .replication
+            .iter()
+            .map(|&(id, match_index, next_index)| PeerJson {
+                id,
+                match_index,
+                next_index,
+            })
+            .collect(),
+    })
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let body = shared.metrics.render(&shared.handle.status());
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}

@@ -1,0 +1,350 @@
+//! The key-value state machine: the journal's "Day 8", on the [`StateMachine`]
+//! trait. Keys and values are bytes. Writes arrive as committed log entries
+//! (encoded [`KvCommand`]s); reads are [`KvQuery`]s answered by the leader
+//! after a ReadIndex round.
+//!
+//! `apply` is deterministic: it reads nothing but the command and the current
+//! map, so every replica that applies the same log reaches the same state.
+
+use std::collections::HashMap;
+
+use raft::{LogIndex, StateMachine};
+use serde::{Deserialize, Serialize};
+
+/// A write. Each is one log entry; MSET is one entry, hence atomic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvCommand {
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    /// Valkey's `SET key value IFEQ expected`: set only if the current value
+    /// equals `expected` (a compare-and-set).
+    SetIfEq {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        expected: Vec<u8>,
+    },
+    Del {
+        keys: Vec<Vec<u8>>,
+    },
+    IncrBy {
+        key: Vec<u8>,
+        by: i64,
+    },
+    MSet {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+}
+
+/// A read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvQuery {
+    Get { key: Vec<u8> },
+    MGet { keys: Vec<Vec<u8>> },
+    Exists { keys: Vec<Vec<u8>> },
+    DbSize,
+}
+
+/// What a command or query returns; maps one-to-one onto RESP replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutput {
+    Ok,
+    /// No value (GET of a missing key, a failed IFEQ).
+    Nil,
+    Integer(i64),
+    Value(Vec<u8>),
+    Values(Vec<Option<Vec<u8>>>),
+    /// A command-level error (the state is unchanged), e.g. INCR of a string.
+    Error(String),
+}
+
+pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
+
+/// The replicated map.
+#[derive(Debug, Default, Clone)]
+pub struct KvStore {
+    map: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl KvStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        self.map.get(key)
+    }
+
+    /// Applies one write (the pure part of `apply`).
+    pub fn execute(&mut self, cmd: KvCommand) -> KvOutput {
+        match cmd {
+            KvCommand::Set { key, value } => {
+                self.map.insert(key, value);
+                KvOutput::Ok
+            }
+            KvCommand::SetIfEq {
+                key,
+                value,
+                expected,
+            } => match self.map.get_mut(&key) {
+                Some(current) if *current == expected => {
+                    *current = value;
+                    KvOutput::Ok
+                }
+                _ => KvOutput::Nil,
+            },
+            KvCommand::Del { keys } => {
+                let removed = keys
+                    .iter()
+                    .filter(|k| self.map.remove(*k).is_some())
+                    .count();
+                KvOutput::Integer(removed as i64)
+            }
+            KvCommand::IncrBy { key, by } => self.incr_by(key, by),
+            KvCommand::MSet { pairs } => {
+                for (k, v) in pairs {
+                    self.map.insert(k, v);
+                }
+                KvOutput::Ok
+            }
+        }
+    }
+
+    fn incr_by(&mut self, key: Vec<u8>, by: i64) -> KvOutput {
+        let current = match self.map.get(&key) {
+            None => 0,
+            Some(v) => match parse_i64(v) {
+                Some(n) => n,
+                None => return KvOutput::Error(NOT_AN_INTEGER.to_string()),
+            },
+        };
+        match current.checked_add(by) {
+            Some(n) => {
+                self.map.insert(key, n.to_string().into_bytes());
+                KvOutput::Integer(n)
+            }
+            None => KvOutput::Error(OVERFLOW.to_string()),
+        }
+    }
+
+    /// Answers one read.
+    pub fn query(&self, q: &KvQuery) -> KvOutput {
+        match q {
+            KvQuery::Get { key } => match self.map.get(key) {
+                Some(v) => KvOutput::Value(v.clone()),
+                None => KvOutput::Nil,
+            },
+            KvQuery::MGet { keys } => {
+                KvOutput::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect())
+            }
+            KvQuery::Exists { keys } => {
+                KvOutput::Integer(keys.iter().filter(|k| self.map.contains_key(*k)).count() as i64)
+            }
+            KvQuery::DbSize => KvOutput::Integer(self.map.len() as i64),
+        }
+    }
+}
+
+/// Redis' integer rule: an optional '-', digits, no spaces or '+', no
+/// leading zeros, within i64.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(bytes).ok()?;
+    if s.is_empty()
+        || s.starts_with('+')
+        || (s.len() > 1 && s.starts_with('0'))
+        || s.starts_with("-0")
+    {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Encodes a command for the log (postcard: compact and serde-based).
+pub fn encode_command(cmd: &KvCommand) -> Vec<u8> {
+    // Serialising these plain enums into a Vec cannot fail.
+    postcard::to_allocvec(cmd).unwrap_or_default()
+}
+
+pub fn encode_query(q: &KvQuery) -> Vec<u8> {
+    postcard::to_allocvec(q).unwrap_or_default()
+}
+
+impl StateMachine for KvStore {
+    type Output = KvOutput;
+
+    fn apply(&mut self, index: LogIndex, command: &[u8]) -> KvOutput {
+        match postcard::from_bytes::<KvCommand>(command) {
+            Ok(cmd) => self.execute(cmd),
+            Err(e) => {
+                // Every replica sees the same bytes and makes the same
+                // decision, so refusing here keeps them identical.
+                tracing::error!(index, error = %e, "undecodable command in the log");
+                KvOutput::Error(format!("ERR undecodable command at index {index}"))
+            }
+        }
+    }
+
+    fn query(&self, query: &[u8]) -> KvOutput {
+        match postcard::from_bytes::<KvQuery>(query) {
+            Ok(q) => KvStore::query(self, &q),
+            Err(_) => KvOutput::Error("ERR undecodable query".to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &str) -> Vec<u8> {
+        s.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn set_then_get_returns_the_value() {
+        let mut kv = KvStore::new();
+        assert_eq!(
+            kv.execute(KvCommand::Set {
+                key: b("k"),
+                value: b("v")
+            }),
+            KvOutput::Ok
+        );
+        assert_eq!(
+            kv.query(&KvQuery::Get { key: b("k") }),
+            KvOutput::Value(b("v"))
+        );
+        assert_eq!(kv.query(&KvQuery::Get { key: b("x") }), KvOutput::Nil);
+    }
+
+    #[test]
+    fn set_ifeq_sets_only_when_the_current_value_matches() {
+        let mut kv = KvStore::new();
+        let cas = |v: &str, e: &str| KvCommand::SetIfEq {
+            key: b("k"),
+            value: b(v),
+            expected: b(e),
+        };
+        assert_eq!(kv.execute(cas("1", "0")), KvOutput::Nil, "missing key: nil");
+        kv.execute(KvCommand::Set {
+            key: b("k"),
+            value: b("a"),
+        });
+        assert_eq!(kv.execute(cas("b", "x")), KvOutput::Nil);
+        assert_eq!(kv.get(b"k"), Some(&b("a")));
+        assert_eq!(kv.execute(cas("b", "a")), KvOutput::Ok);
+        assert_eq!(kv.get(b"k"), Some(&b("b")));
+    }
+
+    #[test]
+    fn del_and_exists_count_keys_that_existed() {
+        let mut kv = KvStore::new();
+        kv.execute(KvCommand::MSet {
+            pairs: vec![(b("a"), b("1")), (b("b"), b("2"))],
+        });
+        let keys = vec![b("a"), b("b"), b("c"), b("a")];
+        assert_eq!(
+            kv.query(&KvQuery::Exists { keys: keys.clone() }),
+            KvOutput::Integer(3)
+        );
+        assert_eq!(kv.execute(KvCommand::Del { keys }), KvOutput::Integer(2));
+        assert_eq!(kv.query(&KvQuery::DbSize), KvOutput::Integer(0));
+    }
+
+    #[test]
+    fn incr_starts_from_zero_and_refuses_non_integers_and_overflow() {
+        let mut kv = KvStore::new();
+        assert_eq!(
+            kv.execute(KvCommand::IncrBy { key: b("n"), by: 5 }),
+            KvOutput::Integer(5)
+        );
+        assert_eq!(
+            kv.execute(KvCommand::IncrBy {
+                key: b("n"),
+                by: -7
+            }),
+            KvOutput::Integer(-2)
+        );
+        kv.execute(KvCommand::Set {
+            key: b("s"),
+            value: b("abc"),
+        });
+        assert_eq!(
+            kv.execute(KvCommand::IncrBy { key: b("s"), by: 1 }),
+            KvOutput::Error(NOT_AN_INTEGER.into())
+        );
+        assert_eq!(
+            kv.get(b"s"),
+            Some(&b("abc")),
+            "a failed INCR changes nothing"
+        );
+        kv.execute(KvCommand::Set {
+            key: b("m"),
+            value: i64::MAX.to_string().into_bytes(),
+        });
+        assert_eq!(
+            kv.execute(KvCommand::IncrBy { key: b("m"), by: 1 }),
+            KvOutput::Error(OVERFLOW.into())
+        );
+    }
+
+    #[test]
+    fn integers_follow_redis_rules() {
+        assert_eq!(parse_i64(b"42"), Some(42));
+        assert_eq!(parse_i64(b"-42"), Some(-42));
+        for bad in [
+            "",
+            "+1",
+            "01",
+            " 1",
+            "1 ",
+            "1.0",
+            "-0",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_i64(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(parse_i64(b"0"), Some(0));
+    }
+
+    #[test]
+    fn apply_decodes_commands_from_the_log_and_refuses_garbage_deterministically() {
+        let mut kv = KvStore::new();
+        let cmd = encode_command(&KvCommand::Set {
+            key: b("k"),
+            value: b("v"),
+        });
+        assert_eq!(StateMachine::apply(&mut kv, 1, &cmd), KvOutput::Ok);
+        assert!(matches!(
+            StateMachine::apply(&mut kv, 2, &[0xff, 0xff, 0xff]),
+            KvOutput::Error(_)
+        ));
+        assert_eq!(kv.len(), 1);
+    }
+
+    #[test]
+    fn mset_is_one_command_so_it_applies_atomically() {
+        let mut kv = KvStore::new();
+        let cmd = KvCommand::MSet {
+            pairs: vec![(b("a"), b("1")), (b("b"), b("2"))],
+        };
+        let bytes = encode_command(&cmd);
+        StateMachine::apply(&mut kv, 1, &bytes);
+        assert_eq!(
+            kv.query(&KvQuery::MGet {
+                keys: vec![b("a"), b("b"), b("z")]
+            }),
+            KvOutput::Values(vec![Some(b("1")), Some(b("2")), None])
+        );
+    }
+}

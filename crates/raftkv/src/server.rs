@@ -1,0 +1,650 @@
+//! `raftkv server`: one node of the replicated store.
+//!
+//! ```text
+//!  redis clients ──RESP──▶ connection task ──┬─ leader:   RaftHandle (propose / ReadIndex)
+//!                                            └─ follower: forward batch ──TCP──▶ leader
+//!  peers ──frames──▶ peer::serve ──▶ RaftServer task (RaftNode + RaftCore + KvStore)
+//! ```
+//!
+//! Each connection reads every complete command in its buffer, groups
+//! consecutive writes (or reads) into one batch, runs the batch, and writes
+//! the replies in request order. Within a batch, writes are proposed in
+//! order; a read waits for the writes before it on the same connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use raft::{ClientError, FileStorage, RaftHandle, RaftServer, RaftState, ServerParts, Status};
+use thiserror::Error;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+use crate::commands::{classify, Action, DataLimits, LocalCommand};
+use crate::config::{ClusterMeta, ServerConfig};
+use crate::forward::{self, ForwardReply, ForwardRequest, Outcome};
+use crate::kv::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
+use crate::metrics::Metrics;
+use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};
+use crate::resp::{self, encode, parse_command, Protocol, Reply};
+
+/// Why the server could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Storage(#[from] raft::StorageError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::ServerError),
+}
+
+/// Commands a connection runs as one unit.
+#[derive(Debug)]
+enum Batch {
+    Writes(Vec<KvCommand>),
+    Reads(Vec<KvQuery>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Writes(w) => w.len(),
+            Batch::Reads(r) => r.len(),
+        }
+    }
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub node_id: u64,
+    pub handle: RaftHandle<KvOutput>,
+    pub transport: TcpTransport,
+    pub request_timeout: Duration,
+    pub data_limits: DataLimits,
+    pub resp_limits: resp::Limits,
+    pub clients: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    max_clients_total: usize,
+    next_conn_id: AtomicU64,
+}
+
+/// Starts a node and runs it until `shutdown` resolves (graceful stop) or the
+/// Raft task fails (fail-stop).
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let meta = ClusterMeta::load_or_init(&config)?;
+    let storage = FileStorage::open(config.data_dir.join("wal"))?;
+    let bind = |what: &'static str, addr: &str| {
+        let addr = addr.to_string();
+        async move {
+            TcpListener::bind(&addr)
+                .await
+                .map_err(|source| RunError::Bind { what, addr, source })
+        }
+    };
+    let peer_listener = bind("peer listener", &config.peer_listen).await?;
+    let client_listener = bind("client listener", &config.client_addr).await?;
+    let http_listener = match &config.http_addr {
+        Some(a) => Some(bind("http listener", a).await?),
+        None => None,
+    };
+
+    let peer_config = PeerConfig {
+        id: config.id,
+        cluster_id: meta.cluster_id.clone(),
+        peers: meta
+            .members
+            .iter()
+            .filter(|(id, _)| **id != config.id)
+            .map(|(id, a)| (*id, a.clone()))
+            .collect(),
+        request_timeout: Duration::from_secs(1),
+        connect_timeout: Duration::from_millis(500),
+    };
+    let transport = TcpTransport::new(peer_config.clone());
+    let (rpc_tx, rpc_rx) = mpsc::channel(4096);
+    let (fwd_tx, fwd_rx) = mpsc::channel(1024);
+    let peer_task = peer::serve(peer_listener, peer_config, rpc_tx, fwd_tx);
+
+    let seed = config.id
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+    let metrics = Arc::new(Metrics::new());
+    let (handle, raft_task) = RaftServer::spawn_observed(
+        ServerParts {
+            id: config.id,
+            voters: meta.members.keys().copied().collect(),
+            config: config.raft.clone(),
+            storage: Box::new(storage),
+            transport: transport.clone(),
+            incoming: rpc_rx,
+            state_machine: KvStore::new(),
+            seed,
+        },
+        metrics.clone(),
+    )?;
+    tracing::info!(
+        id = config.id,
+        cluster = %meta.cluster_id,
+        client = %config.client_addr,
+        peer = %config.peer_listen,
+        "raftkv node started"
+    );
+
+    let shared = Arc::new(Shared {
+        node_id: config.id,
+        handle: handle.clone(),
+        transport,
+        request_timeout: config.request_timeout,
+        data_limits: DataLimits {
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+        },
+        resp_limits: resp::Limits::default(),
+        clients: Arc::new(Semaphore::new(config.max_clients)),
+        metrics,
+        max_clients_total: config.max_clients,
+        next_conn_id: AtomicU64::new(1),
+    });
+    let forward_task = tokio::spawn(serve_forwards(shared.clone(), fwd_rx));
+    let accept_task = tokio::spawn(accept_clients(client_listener, shared.clone()));
+    let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, shared.clone())));
+
+    let mut raft_task = raft_task;
+    let result = tokio::select! {
+        _ = shutdown => {
+            tracing::info!(id = config.id, "shutting down");
+            accept_task.abort();
+            handle.shutdown().await;
+            match tokio::time::timeout(Duration::from_secs(4), &mut raft_task).await {
+                Ok(Ok(Err(e))) => Err(RunError::Raft(e)),
+                _ => Ok(()),
+            }
+        }
+        ended = &mut raft_task => {
+            match ended {
+                Ok(Err(e)) => {
+                    tracing::error!(id = config.id, error = %e, "raft stopped: node exiting");
+                    Err(RunError::Raft(e))
+                }
+                _ => Ok(()),
+            }
+        }
+    };
+    accept_task.abort();
+    forward_task.abort();
+    peer_task.abort();
+    if let Some(t) = http_task {
+        t.abort();
+    }
+    result
+}
+
+async fn accept_clients(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_client(stream, shared.clone()));
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: wait a little, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One client connection. Any error just closes it.
+async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
+    let Ok(_permit) = shared.clients.clone().try_acquire_owned() else {
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Connection {
+        shared,
+        id: conn_id,
+        protocol: Protocol::Resp2,
+        out: BytesMut::with_capacity(16 << 10),
+    };
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    loop {
+        let mut commands = Vec::new();
+        let mut fatal = None;
+        while commands.len() < 1024 {
+            match parse_command(&mut buf, &conn.shared.resp_limits) {
+                Ok(Some(args)) => commands.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        if commands.is_empty() && fatal.is_none() {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+        let quit = conn.run_commands(commands).await;
+        if let Some(e) = &fatal {
+            // Redis answers malformed input with one error, then hangs up.
+            conn.reply(&Reply::error(format!("ERR {e}")));
+        }
+        if stream.write_all(&conn.out).await.is_err() {
+            return;
+        }
+        conn.out.clear();
+        if quit || fatal.is_some() {
+            return;
+        }
+    }
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    id: u64,
+    protocol: Protocol,
+    out: BytesMut,
+}
+
+impl Connection {
+    fn reply(&mut self, r: &Reply) {
+        encode(r, self.protocol, &mut self.out);
+    }
+
+    /// Runs commands in order; returns true after QUIT.
+    async fn run_commands(&mut self, commands: Vec<Vec<bytes::Bytes>>) -> bool {
+        let mut batch: Option<Batch> = None;
+        // The command name of each batched command, for metrics.
+        let mut names: Vec<String> = Vec::new();
+        for args in commands {
+            let name = args
+                .first()
+                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                .unwrap_or_default();
+            match classify(&args, &self.shared.data_limits) {
+                Action::Write(c) => {
+                    if !matches!(batch, Some(Batch::Writes(_))) {
+                        self.flush(batch.take(), &mut names).await;
+                        batch = Some(Batch::Writes(Vec::new()));
+                    }
+                    if let Some(Batch::Writes(w)) = &mut batch {
+                        w.push(c);
+                        names.push(name);
+                    }
+                }
+                Action::Read(q) => {
+                    if !matches!(batch, Some(Batch::Reads(_))) {
+                        self.flush(batch.take(), &mut names).await;
+                        batch = Some(Batch::Reads(Vec::new()));
+                    }
+                    if let Some(Batch::Reads(r)) = &mut batch {
+                        r.push(q);
+                        names.push(name);
+                    }
+                }
+                Action::Local(l) => {
+                    self.flush(batch.take(), &mut names).await;
+                    self.shared
+                        .metrics
+                        .observe_request(&name, Duration::ZERO, false);
+                    if self.local(l) {
+                        return true;
+                    }
+                }
+                Action::Reply(r) => {
+                    self.flush(batch.take(), &mut names).await;
+                    let known =
+                        !matches!(&r, Reply::Error(e) if e.starts_with("ERR unknown command"));
+                    let name = if known { name.as_str() } else { "unknown" };
+                    self.shared.metrics.observe_request(
+                        name,
+                        Duration::ZERO,
+                        matches!(r, Reply::Error(_)),
+                    );
+                    self.reply(&r);
+                }
+                Action::Ignore => {}
+            }
+        }
+        self.flush(batch, &mut names).await;
+        false
+    }
+
+    async fn flush(&mut self, batch: Option<Batch>, names: &mut Vec<String>) {
+        let Some(batch) = batch else { return };
+        let started = Instant::now();
+        let outcomes = execute(&self.shared, batch).await;
+        let elapsed = started.elapsed();
+        for (outcome, name) in outcomes.into_iter().zip(names.drain(..)) {
+            let r = outcome_reply(outcome);
+            self.shared
+                .metrics
+                .observe_request(&name, elapsed, matches!(r, Reply::Error(_)));
+            self.reply(&r);
+        }
+    }
+
+    /// Answers a command this node handles itself; true means close.
+    fn local(&mut self, cmd: LocalCommand) -> bool {
+        let reply = match cmd {
+            LocalCommand::Ping(None) => Reply::Simple("PONG".into()),
+            LocalCommand::Ping(Some(m)) | LocalCommand::Echo(m) => Reply::Bulk(m),
+            LocalCommand::Hello(proto) => {
+                if let Some(p) = proto {
+                    self.protocol = if p == 3 {
+                        Protocol::Resp3
+                    } else {
+                        Protocol::Resp2
+                    };
+                }
+                let proto = if self.protocol == Protocol::Resp3 {
+                    3
+                } else {
+                    2
+                };
+                let s = |t: &str| Reply::Bulk(bytes::Bytes::copy_from_slice(t.as_bytes()));
+                Reply::Map(vec![
+                    (s("server"), s("redis")),
+                    (s("version"), s("7.2.4")),
+                    (s("proto"), Reply::Integer(proto)),
+                    (s("id"), Reply::Integer(self.id as i64)),
+                    (s("mode"), s("standalone")),
+                    (s("role"), s("master")),
+                    (s("modules"), Reply::Array(vec![])),
+                ])
+            }
+            LocalCommand::Info(section) => {
+                let text = info_text(
+                    &self.shared,
+                    &self.shared.handle.status(),
+                    section.as_deref(),
+                );
+                Reply::Verbatim {
+                    format: *b"txt",
+                    text: text.into(),
+                }
+            }
+            LocalCommand::RaftInfo => {
+                let text = raft_section(&self.shared.handle.status());
+                Reply::Bulk(text.into())
+            }
+            LocalCommand::RaftSnapshot => {
+                Reply::error("ERR snapshots are not available in this version")
+            }
+            LocalCommand::Quit => {
+                self.reply(&Reply::ok());
+                return true;
+            }
+            LocalCommand::CommandDocs => Reply::Array(vec![]),
+            LocalCommand::ConfigGet(params) => {
+                let known = [("save", ""), ("appendonly", "yes")];
+                let mut pairs = Vec::new();
+                for p in params {
+                    let p = String::from_utf8_lossy(&p).to_ascii_lowercase();
+                    for (name, value) in known {
+                        if p == name || p == "*" {
+                            pairs.push((
+                                Reply::Bulk(name.as_bytes().to_vec().into()),
+                                Reply::Bulk(value.as_bytes().to_vec().into()),
+                            ));
+                        }
+                    }
+                }
+                Reply::Map(pairs)
+            }
+            LocalCommand::Ok => Reply::ok(),
+        };
+        self.reply(&reply);
+        false
+    }
+}
+
+/// The role names of the contract (a pre-candidate is a kind of candidate).
+pub fn role_name(state: RaftState) -> &'static str {
+    match state {
+        RaftState::Leader => "leader",
+        RaftState::Follower => "follower",
+        RaftState::Candidate | RaftState::PreCandidate => "candidate",
+    }
+}
+
+/// The `# Raft` section of INFO, one `field:value` per line.
+pub fn raft_section(s: &Status) -> String {
+    format!(
+        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:0\r\n",
+        s.id,
+        role_name(s.state),
+        s.term,
+        s.leader_id.unwrap_or(0),
+        s.commit_index,
+        s.last_applied,
+        s.last_log_index,
+        s.last_log_term,
+    )
+}
+
+fn info_text(shared: &Shared, s: &Status, section: Option<&str>) -> String {
+    let server = format!(
+        "# Server\r\nredis_version:7.2.4\r\nraftkv_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
+    );
+    let clients = format!(
+        "# Clients\r\nconnected_clients:{}\r\n",
+        shared.clients_connected()
+    );
+    match section {
+        None | Some("ALL") | Some("EVERYTHING") | Some("DEFAULT") => {
+            format!("{server}\r\n{clients}\r\n{}", raft_section(s))
+        }
+        Some("RAFT") => raft_section(s),
+        Some("SERVER") => server,
+        Some("CLIENTS") => clients,
+        Some(_) => String::new(),
+    }
+}
+
+impl Shared {
+    fn clients_connected(&self) -> usize {
+        // Permits are taken per connection; the semaphore knows how many.
+        self.max_clients()
+            .saturating_sub(self.clients.available_permits())
+    }
+
+    fn max_clients(&self) -> usize {
+        self.max_clients_total
+    }
+}
+
+fn outcome_reply(o: Outcome) -> Reply {
+    match o {
+        Outcome::Done(out) => kv_reply(out),
+        Outcome::NotApplied => Reply::Error("CLUSTERDOWN the command was not applied (no leader or leadership changed); it is safe to retry".into()),
+        Outcome::Unknown => Reply::Error(
+            "TIMEOUT the outcome is unknown: the command may still take effect".into(),
+        ),
+    }
+}
+
+pub fn kv_reply(out: KvOutput) -> Reply {
+    match out {
+        KvOutput::Ok => Reply::ok(),
+        KvOutput::Nil => Reply::Nil,
+        KvOutput::Integer(n) => Reply::Integer(n),
+        KvOutput::Value(v) => Reply::Bulk(v.into()),
+        KvOutput::Values(vs) => Reply::Array(
+            vs.into_iter()
+                .map(|v| v.map_or(Reply::Nil, |v| Reply::Bulk(v.into())))
+                .collect(),
+        ),
+        KvOutput::Error(e) => Reply::Error(e),
+    }
+}
+
+/// Runs a batch wherever the leader is, until done or the request timeout.
+///
+/// Retries only when nothing can have been proposed (the node asked was not
+/// the leader, or the request never left this node), so one client command
+/// is at most one log entry.
+async fn execute(shared: &Shared, batch: Batch) -> Vec<Outcome> {
+    let deadline = Instant::now() + shared.request_timeout;
+    let n = batch.len();
+    loop {
+        let status = shared.handle.status();
+        let attempt = if status.state == RaftState::Leader {
+            run_locally(shared, &batch, deadline).await
+        } else if let Some(leader) = status.leader_id.filter(|&l| l != shared.node_id) {
+            forward_to(shared, leader, &batch, deadline).await
+        } else {
+            None
+        };
+        if let Some(outcomes) = attempt {
+            return outcomes;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return vec![Outcome::NotApplied; n];
+        }
+        // No leader known yet (an election is under way): look again soon.
+        tokio::time::sleep((deadline - now).min(Duration::from_millis(20))).await;
+    }
+}
+
+/// Proposes (or reads) on this node. `None` when this node turned out not to
+/// lead for any of the commands (nothing was proposed).
+async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Option<Vec<Outcome>> {
+    let mut receivers = Vec::with_capacity(batch.len());
+    match batch {
+        Batch::Writes(cmds) => {
+            for c in cmds {
+                receivers.push(shared.handle.enqueue_submit(encode_command(c)).await);
+            }
+        }
+        Batch::Reads(queries) => {
+            for q in queries {
+                receivers.push(shared.handle.enqueue_read(encode_query(q)).await);
+            }
+        }
+    }
+    let mut outcomes = Vec::with_capacity(receivers.len());
+    let mut proposed_any = false;
+    for rx in receivers {
+        let result = match rx {
+            Ok(rx) => match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(ClientError::Stopped),
+                Err(_) => {
+                    proposed_any = true;
+                    outcomes.push(Outcome::Unknown);
+                    continue;
+                }
+            },
+            Err(e) => Err(e),
+        };
+        if !matches!(&result, Err(ClientError::NotLeader { .. })) {
+            proposed_any = true;
+        }
+        let outcome = match result {
+            Ok(out) => Outcome::Done(out),
+            Err(ClientError::NotLeader { .. }) => Outcome::NotApplied,
+            Err(ClientError::LeadershipLost) => Outcome::NotApplied,
+            Err(ClientError::Stopped) => Outcome::Unknown,
+        };
+        outcomes.push(outcome);
+    }
+    proposed_any.then_some(outcomes)
+}
+
+async fn forward_to(
+    shared: &Shared,
+    leader: u64,
+    batch: &Batch,
+    deadline: Instant,
+) -> Option<Vec<Outcome>> {
+    let request = match batch {
+        Batch::Writes(w) => ForwardRequest::Writes(w.clone()),
+        Batch::Reads(r) => ForwardRequest::Reads(r.clone()),
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    match shared
+        .transport
+        .forward(leader, forward::encode(&request), timeout)
+        .await
+    {
+        Ok(bytes) => match forward::decode::<ForwardReply>(&bytes) {
+            Some(ForwardReply::Outcomes(o)) if o.len() == batch.len() => Some(o),
+            Some(ForwardReply::NotLeader { .. }) => None,
+            _ => {
+                tracing::warn!(leader, "undecodable forward reply");
+                unknown_for(batch)
+            }
+        },
+        Err(ForwardError::NotSent(_)) => None,
+        Err(ForwardError::Unknown(_)) => unknown_for(batch),
+    }
+}
+
+/// After a forward whose fate is unknown: writes may have happened; reads
+/// have no effect, so they are simply retried.
+fn unknown_for(batch: &Batch) -> Option<Vec<Outcome>> {
+    match batch {
+        Batch::Writes(w) => Some(vec![Outcome::Unknown; w.len()]),
+        Batch::Reads(_) => None,
+    }
+}
+
+/// The leader's side of forwarding.
+async fn serve_forwards(shared: Arc<Shared>, mut forwards: mpsc::Receiver<IncomingForward>) {
+    while let Some(fwd) = forwards.recv().await {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let reply = match forward::decode::<ForwardRequest>(&fwd.payload) {
+                None => {
+                    tracing::warn!(from = fwd.from, "undecodable forwarded request");
+                    return;
+                }
+                Some(request) => {
+                    let status = shared.handle.status();
+                    let batch = match request {
+                        ForwardRequest::Writes(w) => Batch::Writes(w),
+                        ForwardRequest::Reads(r) => Batch::Reads(r),
+                    };
+                    let deadline = Instant::now() + shared.request_timeout;
+                    let outcomes = if status.state == RaftState::Leader {
+                        run_locally(&shared, &batch, deadline).await
+                    } else {
+                        None
+                    };
+                    match outcomes {
+                        Some(o) => ForwardReply::Outcomes(o),
+                        None => ForwardReply::NotLeader {
+                            leader_hint: shared.handle.status().leader_id,
+                        },
+                    }
+                }
+            };
+            let _ = fwd.reply.send(forward::encode(&reply));
+        });
+    }
+}

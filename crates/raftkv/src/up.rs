@@ -1,0 +1,197 @@
+//! `raftkv up`: a local cluster in one command. Starts N `raftkv server`
+//! processes on 127.0.0.1, prints how to connect, and shows one live line
+//! per node (role, term, commit index, last applied) until Ctrl-C.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::server::RunError;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    pub nodes: u64,
+    /// Where the nodes keep their data and logs (default: a new temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Node i serves clients on BASE+i-1, peers on BASE+100+i-1, HTTP on BASE+200+i-1.
+    #[arg(long, default_value_t = 7379)]
+    pub base_port: u16,
+}
+
+fn up_error(msg: String) -> RunError {
+    RunError::Config(crate::config::ConfigError::Invalid(msg))
+}
+
+pub async fn run(
+    args: UpArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    if args.nodes == 0 || args.nodes > 9 {
+        return Err(up_error("--nodes must be between 1 and 9".into()));
+    }
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("raftkv-up-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| up_error(format!("--dir: cannot create {}: {e}", dir.display())))?;
+    let exe =
+        std::env::current_exe().map_err(|e| up_error(format!("cannot find own binary: {e}")))?;
+    let port = |offset: u16, i: u64| {
+        args.base_port
+            .saturating_add(offset)
+            .saturating_add(i as u16 - 1)
+    };
+    let cluster: Vec<String> = (1..=args.nodes)
+        .map(|i| format!("{i}=127.0.0.1:{}", port(100, i)))
+        .collect();
+    let cluster = cluster.join(",");
+
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for i in 1..=args.nodes {
+        let log_path = dir.join(format!("node{i}.log"));
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| up_error(format!("cannot create {}: {e}", log_path.display())))?;
+        let child = Command::new(&exe)
+            .arg("server")
+            .args(["--id", &i.to_string()])
+            .args(["--cluster", &cluster])
+            .arg("--data-dir")
+            .arg(dir.join(format!("node{i}")))
+            .args(["--client-addr", &format!("127.0.0.1:{}", port(0, i))])
+            .args(["--http-addr", &format!("127.0.0.1:{}", port(200, i))])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| up_error(format!("cannot start node {i}: {e}")))?;
+        children.push((i, child));
+    }
+
+    println!(
+        "raftkv: {} nodes on 127.0.0.1, data and logs in {}",
+        args.nodes,
+        dir.display()
+    );
+    for i in 1..=args.nodes {
+        println!(
+            "  node {i}: redis-cli -p {}   (status: http://127.0.0.1:{}/status)",
+            port(0, i),
+            port(200, i)
+        );
+    }
+    println!("Any node accepts any command. Press Ctrl-C to stop.\n");
+
+    let nodes: Vec<(u64, u16)> = (1..=args.nodes).map(|i| (i, port(0, i))).collect();
+    tokio::pin!(shutdown);
+    let mut first = true;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(if first { 300 } else { 1000 })) => {}
+        }
+        let mut lines = Vec::new();
+        for (i, child) in children.iter_mut() {
+            let line = match child.try_wait() {
+                Ok(Some(status)) => format!(
+                    "node {i}: exited ({status}); see {}",
+                    dir.join(format!("node{i}.log")).display()
+                ),
+                _ => match nodes.iter().find(|(n, _)| n == i) {
+                    Some((_, p)) => node_line(*i, *p).await,
+                    None => String::new(),
+                },
+            };
+            lines.push(line);
+        }
+        let mut out = std::io::stdout().lock();
+        if !first {
+            // Redraw in place: move the cursor up over the previous block.
+            let _ = write!(out, "\x1b[{}A", lines.len());
+        }
+        for l in &lines {
+            let _ = writeln!(out, "\x1b[2K{l}");
+        }
+        let _ = out.flush();
+        first = false;
+    }
+    println!("\nstopping {} nodes...", children.len());
+    for (_, child) in children.iter_mut() {
+        if let Some(pid) = child.id() {
+            // Graceful: SIGTERM, as an operator would.
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+    for (i, child) in children.iter_mut() {
+        match tokio::time::timeout(Duration::from_secs(6), child.wait()).await {
+            Ok(_) => {}
+            Err(_) => {
+                eprintln!("node {i} did not stop in time; killing it");
+                let _ = child.kill().await;
+            }
+        }
+    }
+    println!("stopped. Data kept in {}", dir.display());
+    Ok(())
+}
+
+/// One live line for a node, from its `RAFT.INFO`.
+async fn node_line(id: u64, port: u16) -> String {
+    match raft_info(port).await {
+        Some(info) => {
+            let f = |k: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}:")))
+                    .unwrap_or("?")
+                    .trim()
+                    .to_string()
+            };
+            format!(
+                "node {id} [:{port}]  {:<9} term {:<4} leader {:<2} commit {:<8} applied {:<8}",
+                f("role"),
+                f("term"),
+                f("leader_id"),
+                f("commit_index"),
+                f("last_applied")
+            )
+        }
+        None => format!("node {id} [:{port}]  (not answering yet)"),
+    }
+}
+
+async fn raft_info(port: u16) -> Option<String> {
+    let fut = async {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        s.write_all(b"*1\r\n$9\r\nRAFT.INFO\r\n").await.ok()?;
+        let mut buf = vec![0u8; 4096];
+        let mut n = 0;
+        loop {
+            let m = s.read(&mut buf[n..]).await.ok()?;
+            if m == 0 {
+                break;
+            }
+            n += m;
+            let text = String::from_utf8_lossy(&buf[..n]);
+            if text.contains("snapshot_last_index:") && text.ends_with("\r\n\r\n") {
+                break;
+            }
+            if n == buf.len() {
+                break;
+            }
+        }
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    tokio::time::timeout(Duration::from_millis(500), fut)
+        .await
+        .ok()
+        .flatten()
+}
