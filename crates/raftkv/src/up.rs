@@ -59,6 +59,16 @@ pub async fn run(
         let log_path = dir.join(format!("node{i}.log"));
         let log = std::fs::File::create(&log_path)
             .map_err(|e| up_error(format!("cannot create {}: {e}", log_path.display())))?;
+        // The same command line, saved so an operator can restart the node
+        // by hand after killing it (`sh DIR/nodeN.cmd`).
+        let cmdline = format!(
+            "{} server --id {i} --cluster {cluster} --data-dir {} --client-addr 127.0.0.1:{} --http-addr 127.0.0.1:{}\n",
+            exe.display(),
+            dir.join(format!("node{i}")).display(),
+            port(0, i),
+            port(200, i)
+        );
+        let _ = std::fs::write(dir.join(format!("node{i}.cmd")), cmdline);
         let child = Command::new(&exe)
             .arg("server")
             .args(["--id", &i.to_string()])
