@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use raftkv::resp::{encode, parse_command, Limits, Protocol, Reply};
+use raftkv::resp::{encode, parse_command, CommandParser, Limits, Protocol, Reply};
 use redis_protocol::resp2::decode::decode_bytes_mut as resp2_decode;
 use redis_protocol::resp2::encode::extend_encode as resp2_encode;
 use redis_protocol::resp2::types::BytesFrame as Resp2Frame;
@@ -65,6 +65,18 @@ fn bench_parse(c: &mut Criterion, name: &str, input: &[u8]) {
             fresh,
             |mut buf| {
                 while let Some(command) = parse_command(&mut buf, &limits).unwrap() {
+                    black_box(command);
+                }
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("raftkv CommandParser", |b| {
+        b.iter_batched(
+            fresh,
+            |mut buf| {
+                let mut parser = CommandParser::new(limits);
+                while let Some(command) = parser.parse(&mut buf).unwrap() {
                     black_box(command);
                 }
             },

@@ -26,12 +26,19 @@
 //! - **Zero copy.** Arguments are [`Bytes`] slices of the read buffer (one
 //!   reference-count increment each), not copies.
 //! - **Measured.** `benches/resp.rs` compares this parser and encoder with the
-//!   `redis-protocol` crate on a pipelined batch of `SET`/`GET` commands.
+//!   `redis-protocol` crate (6.0) on pipelined batches of `SET`/`GET`
+//!   commands. When written: parsing ~70 ns per `GET` and ~100 ns per `SET`
+//!   with a 100-byte value, against ~150 and ~200 ns for its RESP2 decoder;
+//!   encoding 2-3x faster.
 //!
-//! Parsing is stateless: [`parse_command`] either consumes one whole command
-//! or nothing, so a command that arrives in pieces is scanned again from its
-//! start on each call. Bulk payloads are skipped by their declared length, so
-//! a rescan costs one header per argument, never the payload bytes.
+//! [`parse_command`] is stateless: it consumes one whole command or nothing,
+//! so a command that arrives in pieces is scanned again from its start on
+//! each call. Bulk payloads are skipped by their declared length, so a rescan
+//! costs one header per argument, never the payload bytes; but a command of
+//! very many arguments arriving in many reads costs time quadratic in its
+//! size (measured: a 1M-argument command in 16 KiB reads, 1.5 s of CPU). A
+//! [`CommandParser`] per connection remembers how far it got and scans each
+//! byte once; a server should prefer it.
 
 use std::fmt::Write as _;
 use std::ops::Range;
@@ -86,10 +93,63 @@ pub fn parse_command(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    parse(buf, limits, &mut Progress::Start)
+}
+
+/// [`parse_command`] for one connection, remembering across calls how far an
+/// incomplete command has been checked, so that each byte is scanned once
+/// however many reads the command takes to arrive (see the module docs).
+///
+/// Every call must be given the same buffer, only appended to since the
+/// previous call, as a read loop does. Results are the same as
+/// [`parse_command`]'s.
+#[derive(Debug, Clone, Default)]
+pub struct CommandParser {
+    limits: Limits,
+    progress: Progress,
+}
+
+impl CommandParser {
+    pub fn new(limits: Limits) -> Self {
+        CommandParser {
+            limits,
+            progress: Progress::Start,
+        }
+    }
+
+    /// As [`parse_command`], resuming where the previous call stopped.
+    pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        parse(buf, &self.limits, &mut self.progress)
+    }
+}
+
+/// How far the command at the front of the buffer has been checked. Offsets
+/// stay valid because an incomplete command is never consumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Progress {
+    /// Nothing known (or not even the `*<n>` header is complete).
+    #[default]
+    Start,
+    /// An inline line with no newline in its first `searched` bytes.
+    Inline { searched: usize },
+    /// A multibulk command of `argc` arguments, whose first `done` arguments
+    /// are complete and valid and end at `next`.
+    Multibulk {
+        argc: usize,
+        done: usize,
+        next: usize,
+    },
+}
+
+fn parse(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     match buf.first() {
         None => Ok(None),
-        Some(b'*') => parse_multibulk(buf, limits),
-        Some(_) => parse_inline(buf, limits),
+        Some(b'*') => parse_multibulk(buf, limits, progress),
+        Some(_) => parse_inline(buf, limits, progress),
     }
 }
 
@@ -104,25 +164,32 @@ const REMEMBERED_ARGS: usize = 8;
 fn parse_multibulk(
     buf: &mut BytesMut,
     limits: &Limits,
+    progress: &mut Progress,
 ) -> Result<Option<Vec<Bytes>>, ProtocolError> {
     // First scan: validate and find the end, allocating nothing, so an
     // incomplete command (the common case while a large one streams in)
     // costs no allocation however many times it is retried.
     let mut remembered = [(0, 0); REMEMBERED_ARGS];
-    let mut argc = 0;
-    let scanned = scan_multibulk(buf, limits, |range| {
-        if let Some(slot) = remembered.get_mut(argc) {
+    let mut seen = 0;
+    let scan = scan_multibulk(buf, limits, *progress, |range| {
+        if let Some(slot) = remembered.get_mut(seen) {
             *slot = (range.start, range.end);
         }
-        argc += 1;
+        seen += 1;
     })?;
-    let Some(len) = scanned else {
-        return Ok(None);
+    let (len, argc) = match scan {
+        Scan::Complete { len, argc } => (len, argc),
+        Scan::Incomplete(stopped) => {
+            *progress = stopped;
+            return Ok(None);
+        }
     };
+    *progress = Progress::Start;
     // Only now take the bytes: `freeze` lets every argument share them.
     let mut frame = buf.split_to(len).freeze();
     let mut args = Vec::with_capacity(argc);
-    match remembered.get(..argc) {
+    // All arguments were seen by this scan unless it resumed a previous one.
+    match remembered.get(..seen).filter(|_| seen == argc) {
         Some([rest @ .., (start, end)]) => {
             args.extend(rest.iter().map(|&(a, b)| frame.slice(a..b)));
             // The last argument is the frame itself, narrowed: each slice
@@ -133,34 +200,49 @@ fn parse_multibulk(
             args.push(frame);
         }
         Some([]) => {}
-        // Too many arguments to remember: scan the (now complete and
-        // already validated) frame again.
+        // Too many arguments to remember, or some seen by an earlier call:
+        // scan the (now complete and already validated) frame again, once.
         None => {
-            scan_multibulk(&frame[..], limits, |range| args.push(frame.slice(range)))?;
+            let push = |range| args.push(frame.slice(range));
+            scan_multibulk(&frame[..], limits, Progress::Start, push)?;
         }
     }
     Ok(Some(args))
 }
 
-/// Walks one multibulk command at the front of `buf`, calling `on_arg` with
-/// each argument's byte range. Returns the command's length in bytes, or
-/// `None` if it is incomplete.
+/// How far [`scan_multibulk`] got.
+#[derive(Debug, Clone, Copy)]
+enum Scan {
+    /// The command is `len` bytes long and has `argc` arguments.
+    Complete { len: usize, argc: usize },
+    /// The command is incomplete; resume from here.
+    Incomplete(Progress),
+}
+
+/// Walks the multibulk command at the front of `buf` from `from`, calling
+/// `on_arg` with the byte range of each argument it passes.
 fn scan_multibulk(
     buf: &[u8],
     limits: &Limits,
+    from: Progress,
     mut on_arg: impl FnMut(Range<usize>),
-) -> Result<Option<usize>, ProtocolError> {
-    let Some((argc, mut pos)) = read_arg_count(buf, limits)? else {
-        return Ok(None);
+) -> Result<Scan, ProtocolError> {
+    let (argc, mut done, mut next) = match from {
+        Progress::Multibulk { argc, done, next } => (argc, done, next),
+        _ => match read_arg_count(buf, limits)? {
+            Some((argc, next)) => (argc, 0, next),
+            None => return Ok(Scan::Incomplete(Progress::Start)),
+        },
     };
-    for _ in 0..argc {
-        let Some((range, next)) = read_bulk(buf, pos, limits)? else {
-            return Ok(None);
+    while done < argc {
+        let Some((range, after)) = read_bulk(buf, next, limits)? else {
+            return Ok(Scan::Incomplete(Progress::Multibulk { argc, done, next }));
         };
         on_arg(range);
-        pos = next;
+        done += 1;
+        next = after;
     }
-    Ok(Some(pos))
+    Ok(Scan::Complete { len: next, argc })
 }
 
 /// Reads `*<n>\r\n` at the front of `buf`: the argument count and where the
@@ -298,18 +380,29 @@ fn parse_i64(text: &[u8]) -> Option<i64> {
 
 /// Parses an inline command: the line up to `\n` (a trailing `\r` dropped),
 /// split into words as Redis' `sdssplitargs` does (see [`split_inline`]).
-fn parse_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+fn parse_inline(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    progress: &mut Progress,
+) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+    let searched = match *progress {
+        Progress::Inline { searched } => searched,
+        _ => 0,
+    };
     // Search only as far as the limit, and judge the line by its own length
     // whether or not its newline has arrived, so that the outcome does not
     // depend on how the input was split into reads.
-    let window = buf.get(..=limits.max_inline_len).unwrap_or(&buf[..]);
+    let end = buf.len().min(limits.max_inline_len.saturating_add(1));
+    let window = buf.get(searched..end).unwrap_or_default();
     let Some(newline) = window.iter().position(|&b| b == b'\n') else {
-        return if buf.len() > limits.max_inline_len {
-            Err(protocol_error("too big inline request"))
-        } else {
-            Ok(None)
-        };
+        if buf.len() > limits.max_inline_len {
+            return Err(protocol_error("too big inline request"));
+        }
+        *progress = Progress::Inline { searched: end };
+        return Ok(None);
     };
+    *progress = Progress::Start;
+    let newline = searched + newline;
     let line = buf.split_to(newline + 1).freeze();
     let mut content = line.slice(..newline);
     if content.last() == Some(&b'\r') {

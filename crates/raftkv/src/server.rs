@@ -29,7 +29,7 @@ use crate::forward::{self, ForwardReply, ForwardRequest, Outcome};
 use crate::kv::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
 use crate::metrics::Metrics;
 use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};
-use crate::resp::{self, encode, parse_command, Protocol, Reply};
+use crate::resp::{self, encode, CommandParser, Protocol, Reply};
 
 /// Why the server could not start or had to stop.
 #[derive(Debug, Error)]
@@ -226,11 +226,14 @@ async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
         out: BytesMut::with_capacity(16 << 10),
     };
     let mut buf = BytesMut::with_capacity(16 << 10);
+    // Remembers how far into a half-arrived command it got, so a large
+    // command is not re-scanned from its start on every read.
+    let mut parser = CommandParser::new(conn.shared.resp_limits);
     loop {
         let mut commands = Vec::new();
         let mut fatal = None;
         while commands.len() < 1024 {
-            match parse_command(&mut buf, &conn.shared.resp_limits) {
+            match parser.parse(&mut buf) {
                 Ok(Some(args)) => commands.push(args),
                 Ok(None) => break,
                 Err(e) => {

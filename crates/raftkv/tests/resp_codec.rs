@@ -2,7 +2,7 @@
 //! commands, limits, hostile input) and reply encoding in RESP2 and RESP3.
 
 use bytes::{Bytes, BytesMut};
-use raftkv::resp::{encode, parse_command, Limits, Protocol, ProtocolError, Reply};
+use raftkv::resp::{encode, parse_command, CommandParser, Limits, Protocol, ProtocolError, Reply};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -23,16 +23,31 @@ fn multibulk(args: &[&[u8]]) -> Vec<u8> {
 type Outcome = (Vec<Vec<Bytes>>, Option<ProtocolError>);
 
 /// Feeds `chunks` one after another into one buffer, parsing every complete
-/// command after each, as a server's read loop does. Checks on the way that
-/// `Ok(None)` consumes nothing.
+/// command after each, as a server's read loop does, with both
+/// `parse_command` and a `CommandParser`, which must agree. Checks on the
+/// way that `Ok(None)` consumes nothing.
 fn feed(chunks: &[&[u8]], limits: &Limits) -> Outcome {
+    let stateless = feed_to(chunks, |buf| parse_command(buf, limits));
+    let mut parser = CommandParser::new(*limits);
+    let stateful = feed_to(chunks, |buf| parser.parse(buf));
+    assert_eq!(
+        stateful, stateless,
+        "CommandParser and parse_command disagree"
+    );
+    stateless
+}
+
+fn feed_to(
+    chunks: &[&[u8]],
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError>,
+) -> Outcome {
     let mut buf = BytesMut::new();
     let mut commands = Vec::new();
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
             let before = buf.clone();
-            match parse_command(&mut buf, limits) {
+            match parse(&mut buf) {
                 Ok(Some(command)) => commands.push(command),
                 Ok(None) => {
                     assert_eq!(buf, before, "Ok(None) must consume nothing");
@@ -195,6 +210,30 @@ fn a_large_value_arriving_in_many_reads_parses_once_complete() {
             Bytes::from(value)
         ]]
     );
+}
+
+#[test]
+fn a_command_parser_resumes_a_many_argument_command_across_reads() {
+    let keys: Vec<Vec<u8>> = (0..20_000)
+        .map(|i| format!("key:{i}").into_bytes())
+        .collect();
+    let mut mset: Vec<&[u8]> = vec![b"MSET"];
+    mset.extend(keys.iter().map(|k| k.as_slice()));
+    let mut input = multibulk(&mset);
+    input.extend_from_slice(b"PING\r\n");
+    let mut parser = CommandParser::new(Limits::default());
+    let mut buf = BytesMut::new();
+    let mut commands = Vec::new();
+    for read in input.chunks(100) {
+        buf.extend_from_slice(read);
+        while let Some(command) = parser.parse(&mut buf).unwrap() {
+            commands.push(command);
+        }
+    }
+    assert_eq!(commands.len(), 2);
+    assert_eq!(commands[0].len(), mset.len());
+    assert!(commands[0].iter().zip(&mset).all(|(got, want)| got == want));
+    assert_eq!(commands[1], args(&["PING"]));
 }
 
 #[test]
