@@ -738,11 +738,12 @@ impl RaftCore {
         self.leader_id = Some(from);
         self.election_elapsed = 0;
 
-        let consecutive = a
-            .entries
-            .iter()
-            .enumerate()
-            .all(|(i, e)| e.index == a.prev_log_index + 1 + i as LogIndex && e.term <= a.term);
+        // Entries must follow prev_log_index one by one, with terms no newer
+        // than the leader's. (Checked arithmetic: these numbers come from the
+        // network.)
+        let consecutive = a.entries.iter().enumerate().all(|(i, e)| {
+            a.prev_log_index.checked_add(1 + i as LogIndex) == Some(e.index) && e.term <= a.term
+        });
         let read_round = a.read_round;
         if !consecutive {
             // Every request gets exactly one reply (the driver relies on it).

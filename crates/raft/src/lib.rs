@@ -32,6 +32,7 @@ pub use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, Message, RequestVoteArgs, RequestVoteReply, Rpc,
 };
 pub use crate::node::{Output, PeerEvent, RaftNode};
+pub use crate::observer::{NoopObserver, Observer};
 pub use crate::server::{
     ClientError, RaftHandle, RaftServer, ServerError, ServerParts, StateMachine, Status,
 };
@@ -40,4 +41,3 @@ pub use crate::storage_file::{FileStorage, FileStorageOptions};
 pub use crate::transport::{IncomingRpc, Transport, TransportError};
 pub use crate::transport_memory::{create_cluster, InMemoryNetwork, InMemoryTransport};
 pub use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
-pub use crate::observer::{NoopObserver, Observer};

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{Event, RaftCore, ReadState, Ready};
-use crate::observer::{NoopObserver, Observer};
 use crate::message::{Message, Rpc};
+use crate::observer::{NoopObserver, Observer};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
 use crate::types::{LogEntry, NodeId};

@@ -16,8 +16,8 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::RaftConfig;
 use crate::core::{CoreError, Event, NotLeader, RaftCore};
-use crate::observer::{NoopObserver, Observer};
 use crate::node::{Output, PeerEvent, RaftNode};
+use crate::observer::{NoopObserver, Observer};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
 use crate::types::{EntryKind, LogIndex, NodeId, RaftState, Term};

@@ -380,3 +380,19 @@ fn a_lagging_follower_catches_up_after_a_partition_heals() {
     assert_eq!(cl.applied_data(3).len(), 50);
     assert_eq!(cl.applied_data(3), cl.applied_data(1));
 }
+
+#[test]
+fn a_malformed_append_entries_is_refused_without_panicking() {
+    let mut c = follower(2, &[1, 1]);
+    // Indexes that overflow, a gap, and an entry newer than the leader's term.
+    for m in [
+        append(2, (u64::MAX, 1), &[(0, 2)], 0),
+        append(2, (2, 1), &[(3, 2), (5, 2)], 0),
+        append(2, (2, 1), &[(3, 9)], 0),
+    ] {
+        c.step(m);
+        let r = reply(&c.ready());
+        assert!(!r.success);
+        assert_eq!(terms(&c), vec![1, 1], "nothing was appended");
+    }
+}
