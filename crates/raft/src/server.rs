@@ -84,6 +84,9 @@ pub struct Status {
     pub last_log_term: Term,
     /// Leader only: `(peer, match_index, next_index)`.
     pub replication: Vec<(NodeId, LogIndex, LogIndex)>,
+    /// Leader only: `(peer, milliseconds since it last answered)`, to the
+    /// resolution of one tick.
+    pub last_contact_ms: Vec<(NodeId, u64)>,
 }
 
 type Reply<O> = oneshot::Sender<Result<O, ClientError>>;
@@ -458,5 +461,13 @@ fn status_of(core: &RaftCore) -> Status {
         last_log_index: core.last_log_index(),
         last_log_term: core.last_log_term(),
         replication: core.replication_progress(),
+        last_contact_ms: core
+            .peer_contact_ticks()
+            .into_iter()
+            .map(|(id, ticks)| {
+                let tick_ms = core.config().tick_interval.as_millis() as u64;
+                (id, ticks.saturating_mul(tick_ms))
+            })
+            .collect(),
     }
 }

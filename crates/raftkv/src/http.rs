@@ -18,6 +18,8 @@ struct PeerJson {
     id: u64,
     match_index: u64,
     next_index: u64,
+    /// Milliseconds since this peer last answered the leader.
+    last_contact_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +65,11 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
                 id,
                 match_index,
                 next_index,
+                last_contact_ms: s
+                    .last_contact_ms
+                    .iter()
+                    .find(|(p, _)| *p == id)
+                    .map(|(_, ms)| *ms),
             })
             .collect(),
     })
