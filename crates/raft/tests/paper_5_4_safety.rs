@@ -183,8 +183,9 @@ fn figure_8(bugs_on_s1: BugSwitches) -> Cluster {
     }
     cl.drop_queue();
 
-    // (d) S1 crashes; S5 restarts and is elected (its last term, 3, beats the
-    // others' 2) and overwrites index 2 everywhere with its term-3 entry.
+    // (d) S1 crashes; S5 restarts and is elected by S3 and S4 (its last
+    // term, 3, beats S3's 2 and S4's 1; S2 holds S1's term-4 entry and
+    // refuses), then overwrites index 2 everywhere with its term-3 entry.
     cl.crash(1);
     cl.restart(5);
     cl.drop_if = None;
