@@ -57,11 +57,13 @@ async fn demo() -> Result<(), Box<dyn std::error::Error>> {
         .find(|h| h.status().id != leader)
         .ok_or("no follower")?;
     match follower.submit(b"SET x 1".to_vec()).await {
-        Err(ClientError::NotLeader { leader_hint }) => {
+        Err(ClientError::NotLeader {
+            leader_hint: Some(hint),
+        }) => {
             println!(
-                "node {} says: not the leader, try node {:?}",
+                "node {} says: not the leader, try node {}",
                 follower.status().id,
-                leader_hint
+                hint
             )
         }
         other => println!("unexpected: {other:?}"),
