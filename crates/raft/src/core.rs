@@ -19,7 +19,8 @@ use thiserror::Error;
 use crate::config::{ConfigError, RaftConfig};
 use crate::log::RaftLog;
 use crate::message::{
-    AppendEntriesArgs, AppendEntriesReply, Message, RequestVoteArgs, RequestVoteReply, Rpc,
+    AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
+    RequestVoteArgs, RequestVoteReply, Rpc,
 };
 use crate::storage::RecoveredState;
 use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
@@ -40,7 +41,9 @@ pub enum CoreError {
     NotAVoter { id: NodeId, voters: Vec<NodeId> },
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
-    #[error("recovered log is not contiguous from index 1 (entry {position} has index {index})")]
+    #[error(
+        "recovered log is not contiguous from the snapshot (entry {position} has index {index})"
+    )]
     BadLog { position: usize, index: LogIndex },
 }
 
@@ -52,6 +55,19 @@ pub struct ReadState {
     /// `Ok(read_index)`: once the state machine has applied `read_index`, a read
     /// of it is linearizable. `Err`: leadership was lost first; retry elsewhere.
     pub result: Result<LogIndex, NotLeader>,
+}
+
+/// What a follower should do with a chunk of InstallSnapshot (§7), decided
+/// by [`RaftCore::handle_snapshot_chunk`]. The driver owns the bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotChunkVerdict {
+    /// From a stale leader: refuse, telling it our term.
+    Refuse { term: Term },
+    /// We already hold everything the snapshot covers (committed): reply
+    /// that it is installed, without writing anything.
+    Covered { term: Term },
+    /// Write the chunk.
+    Accept { term: Term },
 }
 
 /// Something the driver may want to know about (logs, metrics, waiters).
@@ -84,6 +100,10 @@ pub struct Ready {
     pub committed_entries: Vec<LogEntry>,
     pub read_states: Vec<ReadState>,
     pub events: Vec<Event>,
+    /// Leader: followers that need the current snapshot (their next entry
+    /// was compacted away). Stream it, then call
+    /// [`RaftCore::snapshot_sent`].
+    pub snapshots_to_send: Vec<NodeId>,
 }
 
 impl Ready {
@@ -95,6 +115,7 @@ impl Ready {
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()
             && self.events.is_empty()
+            && self.snapshots_to_send.is_empty()
     }
 }
 
@@ -119,6 +140,9 @@ struct Progress {
     read_round: u64,
     /// The highest commit index this follower can have learned from us.
     commit_told: LogIndex,
+    /// A snapshot ending at this index is being sent (§7); no appends until
+    /// the transfer ends.
+    snapshot_pending: Option<LogIndex>,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +217,7 @@ pub struct RaftCore {
     events: Vec<Event>,
     /// Leader: new entries or a new commit index to tell followers about.
     need_broadcast: bool,
+    snapshots_to_send: Vec<NodeId>,
     bugs: BugSwitches,
 }
 
@@ -206,6 +231,21 @@ impl RaftCore {
         recovered: RecoveredState,
         seed: u64,
     ) -> Result<Self, CoreError> {
+        Self::with_snapshot(id, voters, config, recovered, None, seed)
+    }
+
+    /// Builds a core whose log starts after a snapshot ending at
+    /// `snapshot = Some((index, term))` (§7): the state machine was restored
+    /// from it, so everything up to `index` counts as committed and applied.
+    /// `recovered.entries` must then start at `index + 1` (or be empty).
+    pub fn with_snapshot(
+        id: NodeId,
+        voters: &[NodeId],
+        config: RaftConfig,
+        recovered: RecoveredState,
+        snapshot: Option<(LogIndex, Term)>,
+        seed: u64,
+    ) -> Result<Self, CoreError> {
         if id == 0 {
             return Err(CoreError::ZeroId);
         }
@@ -216,15 +256,16 @@ impl RaftCore {
             return Err(CoreError::NotAVoter { id, voters });
         }
         config.validate()?;
+        let (base_index, base_term) = snapshot.unwrap_or((0, 0));
         for (position, e) in recovered.entries.iter().enumerate() {
-            if e.index != position as LogIndex + 1 {
+            if e.index != base_index + position as LogIndex + 1 {
                 return Err(CoreError::BadLog {
                     position,
                     index: e.index,
                 });
             }
         }
-        let log = RaftLog::new(recovered.entries);
+        let log = RaftLog::with_snapshot(base_index, base_term, recovered.entries);
         let hs = recovered.hard_state;
         let mut core = RaftCore {
             id,
@@ -239,8 +280,8 @@ impl RaftCore {
             log,
             state: RaftState::Follower,
             leader_id: None,
-            commit_index: 0,
-            applied_index: 0,
+            commit_index: base_index,
+            applied_index: base_index,
             election_elapsed: 0,
             randomized_election_timeout: 0,
             heartbeat_elapsed: 0,
@@ -258,6 +299,7 @@ impl RaftCore {
             read_states: Vec::new(),
             events: Vec::new(),
             need_broadcast: false,
+            snapshots_to_send: Vec::new(),
             bugs: BugSwitches::default(),
         };
         core.reset_election_timer();
@@ -309,6 +351,17 @@ impl RaftCore {
     }
     pub fn config(&self) -> &RaftConfig {
         &self.config
+    }
+    /// Last index covered by the snapshot the log starts after (0: none).
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.log.snapshot_index()
+    }
+    pub fn snapshot_term(&self) -> Term {
+        self.log.snapshot_term()
+    }
+    /// The term of the entry at `index` (also the snapshot's last index).
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.log.term(index)
     }
     /// The entry at `index`, if this node's log has it.
     pub fn entry(&self, index: LogIndex) -> Option<&LogEntry> {
@@ -492,7 +545,9 @@ impl RaftCore {
                     self.send_after_persist(from, Rpc::RequestVoteReply(reply));
                     return;
                 }
-                Rpc::AppendEntries(_) => self.become_follower(msg_term, Some(from)),
+                Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_) => {
+                    self.become_follower(msg_term, Some(from))
+                }
                 _ => self.become_follower(msg_term, None),
             }
         } else if msg_term < self.term {
@@ -511,6 +566,10 @@ impl RaftCore {
                     };
                     self.send_after_persist(from, Rpc::RequestVoteReply(reply));
                 }
+                Rpc::InstallSnapshot(_) => {
+                    let reply = self.snapshot_reply(false, false);
+                    self.send_after_persist(from, Rpc::InstallSnapshotReply(reply));
+                }
                 // Replies from an earlier term answer questions nobody is asking.
                 _ => {}
             }
@@ -521,6 +580,106 @@ impl RaftCore {
             Rpc::RequestVoteReply(r) => self.handle_vote_reply(from, r),
             Rpc::AppendEntries(a) => self.handle_append_entries(from, a),
             Rpc::AppendEntriesReply(r) => self.handle_append_reply(from, r),
+            Rpc::InstallSnapshot(a) => {
+                // Drivers hand chunks to `handle_snapshot_chunk`, since the
+                // bytes are theirs to store. A chunk stepped here still
+                // counts as word from the leader, and is refused so that the
+                // leader restarts the transfer (every request gets a reply).
+                let _ = self.handle_snapshot_chunk(from, &a);
+                let reply = self.snapshot_reply(false, false);
+                self.send_after_persist(from, Rpc::InstallSnapshotReply(reply));
+            }
+            // Only the term of these matters (handled above); the transfer's
+            // outcome arrives through `snapshot_sent`.
+            Rpc::InstallSnapshotReply(_) => {}
+        }
+    }
+
+    fn snapshot_reply(&self, success: bool, installed: bool) -> InstallSnapshotReply {
+        InstallSnapshotReply {
+            term: self.term,
+            success,
+            next_offset: 0,
+            installed,
+        }
+    }
+
+    // ----- Snapshots (§7) ----------------------------------------------------
+
+    /// A chunk of InstallSnapshot arrived from `from`. Applies the term rules
+    /// of any request from a leader (a stale one is refused; a current one
+    /// resets the election timer, so a long transfer does not cause an
+    /// election) and says what to do with the bytes. The hard state may have
+    /// changed: run a Ready through storage before replying.
+    pub fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        args: &InstallSnapshotArgs,
+    ) -> SnapshotChunkVerdict {
+        if args.term < self.term || !self.voters.contains(&from) || from == self.id {
+            return SnapshotChunkVerdict::Refuse { term: self.term };
+        }
+        if args.term > self.term || self.state != RaftState::Follower {
+            self.become_follower(args.term, Some(from));
+        }
+        self.leader_id = Some(from);
+        self.election_elapsed = 0;
+        if args.last_included_index <= self.commit_index {
+            return SnapshotChunkVerdict::Covered { term: self.term };
+        }
+        SnapshotChunkVerdict::Accept { term: self.term }
+    }
+
+    /// The snapshot ending at (`index`, `term`) is durable on this node and
+    /// the state machine was restored from it: the log now starts after it
+    /// (§7), and everything it covers counts as committed and applied.
+    /// Returns `Some(true)` when a suffix of the log was kept (the storage
+    /// should `compact`), `Some(false)` when the log was discarded (the
+    /// storage should `reset`), and `None` when the snapshot is older than
+    /// what this node already committed (nothing changes).
+    pub fn restore_snapshot(&mut self, index: LogIndex, term: Term) -> Option<bool> {
+        if index <= self.commit_index {
+            return None;
+        }
+        let kept = self.log.restore(index, term);
+        self.commit_index = index;
+        self.applied_index = index;
+        self.persisted_index = if kept {
+            self.persisted_index.max(index)
+        } else {
+            index
+        };
+        Some(kept)
+    }
+
+    /// Forgets log entries up to `index`, now covered by a durable snapshot
+    /// of the state machine. Only applied, durable entries may go. Returns
+    /// whether anything was compacted.
+    pub fn compact(&mut self, index: LogIndex) -> bool {
+        if index > self.applied_index || index > self.persisted_index {
+            return false;
+        }
+        self.log.compact(index)
+    }
+
+    /// The leader's snapshot transfer to `peer` ended. On success the
+    /// follower holds everything up to `index`; replication resumes after it.
+    pub fn snapshot_sent(&mut self, peer: NodeId, index: LogIndex, success: bool) {
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        if p.snapshot_pending != Some(index) {
+            return;
+        }
+        p.snapshot_pending = None;
+        p.probing = true;
+        p.inflight.clear();
+        if success {
+            p.match_index = p.match_index.max(index);
+            p.next_index = index + 1;
+            p.ticks_since_ack = 0;
+            self.maybe_commit();
+            self.send_appends(peer);
         }
     }
 
@@ -713,6 +872,7 @@ impl RaftCore {
                         ticks_since_ack: 0,
                         read_round: 0,
                         commit_told: 0,
+                        snapshot_pending: None,
                     },
                 )
             })
@@ -745,6 +905,23 @@ impl RaftCore {
             a.prev_log_index.checked_add(1 + i as LogIndex) == Some(e.index) && e.term <= a.term
         });
         let read_round = a.read_round;
+        let mut a = a;
+        let snapshot_index = self.log.snapshot_index();
+        if consecutive && a.prev_log_index < snapshot_index {
+            // Entries up to our snapshot are committed, so they equal the
+            // leader's (Log Matching, Leader Completeness): skip them and
+            // check consistency at the snapshot's last entry instead.
+            let skip = (snapshot_index - a.prev_log_index) as usize;
+            if skip >= a.entries.len() {
+                let match_index = a.prev_log_index + a.entries.len() as LogIndex;
+                let reply = self.append_reply(true, match_index, 0, 0, None, read_round);
+                self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
+                return;
+            }
+            a.entries.drain(..skip);
+            a.prev_log_index = snapshot_index;
+            a.prev_log_term = self.log.snapshot_term();
+        }
         if !consecutive {
             // Every request gets exactly one reply (the driver relies on it).
             tracing::warn!(id = self.id, from, "refusing malformed AppendEntries");
@@ -823,6 +1000,11 @@ impl RaftCore {
         // Any reply in our term acknowledges us as leader: it counts for the
         // heartbeat round of ReadIndex, success or not.
         p.read_round = p.read_round.max(r.read_round);
+        if p.snapshot_pending.is_some() {
+            // Heartbeat replies during a snapshot transfer say nothing new.
+            self.release_reads();
+            return;
+        }
         if r.success {
             if r.match_index > last_index {
                 tracing::warn!(from, r.match_index, "ignoring reply beyond our log");
@@ -882,6 +1064,20 @@ impl RaftCore {
             } else {
                 p.inflight.len() < self.config.max_inflight_appends
             };
+            if p.snapshot_pending.is_some() {
+                return sent;
+            }
+            if p.next_index <= self.log.snapshot_index() {
+                // §7: the entries this follower needs were compacted away;
+                // it gets the snapshot instead.
+                let index = self.log.snapshot_index();
+                if let Some(p) = self.progress.get_mut(&to) {
+                    p.snapshot_pending = Some(index);
+                    p.inflight.clear();
+                }
+                self.snapshots_to_send.push(to);
+                return sent;
+            }
             if !can_send || p.next_index > self.log.last_index() {
                 return sent;
             }
@@ -933,8 +1129,11 @@ impl RaftCore {
         let Some(p) = self.progress.get_mut(&to) else {
             return;
         };
-        let prev_log_index = p.match_index;
-        p.commit_told = p.commit_told.max(commit.min(prev_log_index));
+        // A match index inside the compacted prefix has no term here any
+        // more: check at the snapshot's last entry (a follower still behind
+        // it refuses, which is fine: the reply still confirms our term).
+        let prev_log_index = p.match_index.max(self.log.snapshot_index());
+        p.commit_told = p.commit_told.max(commit.min(p.match_index));
         let Some(prev_log_term) = self.log.term(prev_log_index) else {
             return;
         };
@@ -1135,6 +1334,7 @@ impl RaftCore {
             committed_entries,
             read_states: std::mem::take(&mut self.read_states),
             events,
+            snapshots_to_send: std::mem::take(&mut self.snapshots_to_send),
         }
     }
 
@@ -1150,6 +1350,7 @@ impl RaftCore {
             || !self.persisted_messages.is_empty()
             || !self.read_states.is_empty()
             || !self.events.is_empty()
+            || !self.snapshots_to_send.is_empty()
             || self.commit_index > self.applied_index
             || (self.state == RaftState::Leader && (self.need_broadcast || self.read_round_needed))
             || (self.state, self.term, self.leader_id) != self.last_soft_state

@@ -26,10 +26,13 @@ pub mod transport_memory;
 pub mod types;
 
 pub use crate::config::{ConfigError, RaftConfig};
-pub use crate::core::{BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready};
+pub use crate::core::{
+    BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
+};
 pub use crate::list_state_machine::{ListOutput, ListStateMachine};
 pub use crate::message::{
-    AppendEntriesArgs, AppendEntriesReply, Message, RequestVoteArgs, RequestVoteReply, Rpc,
+    AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
+    RequestVoteArgs, RequestVoteReply, Rpc,
 };
 pub use crate::node::{Output, PeerEvent, RaftNode};
 pub use crate::observer::{NoopObserver, Observer};

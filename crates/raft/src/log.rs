@@ -1,14 +1,28 @@
 //! The in-memory view of the replicated log that `RaftCore` reasons about.
 //!
-//! The core keeps every entry it knows in memory and remembers which suffix is
-//! *unstable*: appended here but not yet handed to the driver to make durable.
-//! (etcd splits the same idea into `log.go` and `log_unstable.go`.)
+//! The core keeps the entries it knows in memory and remembers which suffix
+//! is *unstable*: appended here but not yet handed to the driver to make
+//! durable. (etcd splits the same idea into `log.go` and `log_unstable.go`.)
+//!
+//! After log compaction (§7) the log starts after a snapshot: the entries up
+//! to `snapshot_index` are gone, summarised by the snapshot, and only the last
+//! one's term (`snapshot_term`) is remembered, for the consistency check.
+//!
+//! ```text
+//!   snapshot ──┐
+//!   [1 .. 100] │ 101 102 103 104 105
+//!              │  └── entries ────┘
+//!              │              └ unstable_from = 104: 104, 105 not yet durable
+//! ```
 
 use crate::types::{LogEntry, LogIndex, Term};
 
 #[derive(Debug, Clone)]
 pub struct RaftLog {
-    /// `entries[i]` has index `i + 1`.
+    /// Last index and term covered by the snapshot; (0, 0) when none.
+    snapshot_index: LogIndex,
+    snapshot_term: Term,
+    /// `entries[i]` has index `snapshot_index + 1 + i`.
     entries: Vec<LogEntry>,
     /// The first index not yet handed out for persistence.
     unstable_from: LogIndex,
@@ -17,35 +31,62 @@ pub struct RaftLog {
 impl RaftLog {
     /// A log recovered from storage: everything in it is already durable.
     pub fn new(entries: Vec<LogEntry>) -> Self {
-        let unstable_from = entries.len() as LogIndex + 1;
+        Self::with_snapshot(0, 0, entries)
+    }
+
+    /// A log that starts after a snapshot ending at (`index`, `term`);
+    /// `entries` must start at `index + 1`.
+    pub fn with_snapshot(index: LogIndex, term: Term, entries: Vec<LogEntry>) -> Self {
+        let unstable_from = index + entries.len() as LogIndex + 1;
         RaftLog {
+            snapshot_index: index,
+            snapshot_term: term,
             entries,
             unstable_from,
         }
     }
 
+    pub fn snapshot_index(&self) -> LogIndex {
+        self.snapshot_index
+    }
+
+    pub fn snapshot_term(&self) -> Term {
+        self.snapshot_term
+    }
+
+    /// The first index whose entry is still held (may be past the last).
+    pub fn first_index(&self) -> LogIndex {
+        self.snapshot_index + 1
+    }
+
     pub fn last_index(&self) -> LogIndex {
-        self.entries.len() as LogIndex
+        self.snapshot_index + self.entries.len() as LogIndex
     }
 
     pub fn last_term(&self) -> Term {
-        self.entries.last().map_or(0, |e| e.term)
+        self.entries.last().map_or(self.snapshot_term, |e| e.term)
+    }
+
+    /// Whether `index` was compacted away into the snapshot.
+    pub fn is_compacted(&self, index: LogIndex) -> bool {
+        index < self.snapshot_index
     }
 
     /// The term of the entry at `index`; index 0 has term 0 (the empty prefix
-    /// every log shares); `None` when the log does not reach `index`.
+    /// every log shares) and the snapshot's last index has the snapshot's
+    /// term; `None` when the log does not reach `index` or it was compacted.
     pub fn term(&self, index: LogIndex) -> Option<Term> {
-        if index == 0 {
-            return Some(0);
+        if index == self.snapshot_index {
+            return Some(self.snapshot_term);
         }
         self.entry(index).map(|e| e.term)
     }
 
     pub fn entry(&self, index: LogIndex) -> Option<&LogEntry> {
-        if index == 0 {
+        if index <= self.snapshot_index {
             return None;
         }
-        self.entries.get((index - 1) as usize)
+        self.entries.get((index - self.snapshot_index - 1) as usize)
     }
 
     /// §5.4.1: "Raft determines which of two logs is more up-to-date by comparing
@@ -65,7 +106,8 @@ impl RaftLog {
     }
 
     /// Follower-side AppendEntries (Figure 2, receiver steps 3 and 4), given
-    /// that the consistency check at `prev_log_index` already passed.
+    /// that the consistency check at the entry before `entries` passed and
+    /// that every entry lies after the snapshot.
     ///
     /// Entries that are already present with the same term are skipped: a
     /// duplicated, stale or reordered AppendEntries must never truncate
@@ -99,27 +141,30 @@ impl RaftLog {
     /// For [`BugSwitches::truncate_on_stale_append`](crate::BugSwitches) only:
     /// drops everything after `index` whether or not it conflicts.
     pub fn truncate_after_for_bug(&mut self, index: LogIndex) {
-        if index < self.last_index() {
+        if index >= self.snapshot_index && index < self.last_index() {
             self.truncate_from(index + 1);
         }
     }
 
-    /// Removes every entry at or after `index`.
+    /// Removes every entry at or after `index` (never snapshot-covered ones:
+    /// they are committed).
     fn truncate_from(&mut self, index: LogIndex) {
-        debug_assert!(index >= 1);
-        self.entries.truncate((index - 1) as usize);
+        debug_assert!(index > self.snapshot_index);
+        let keep = index.saturating_sub(self.snapshot_index + 1) as usize;
+        self.entries.truncate(keep);
         self.unstable_from = self.unstable_from.min(index);
     }
 
-    /// Entries in `[lo, last]`, at most `max_count` of them and about
-    /// `max_bytes` (always at least one if any exist).
+    /// Entries from `lo` on, at most `max_count` of them and about
+    /// `max_bytes` (always at least one if any exist). Empty when `lo` is
+    /// compacted or past the end.
     pub fn slice(&self, lo: LogIndex, max_count: usize, max_bytes: usize) -> Vec<LogEntry> {
-        if lo == 0 || lo > self.last_index() {
+        if lo <= self.snapshot_index || lo > self.last_index() {
             return Vec::new();
         }
         let mut out = Vec::new();
         let mut bytes = 0;
-        for e in &self.entries[(lo - 1) as usize..] {
+        for e in &self.entries[(lo - self.snapshot_index - 1) as usize..] {
             if !out.is_empty() && (out.len() >= max_count || bytes + e.size() > max_bytes) {
                 break;
             }
@@ -129,13 +174,15 @@ impl RaftLog {
         out
     }
 
-    /// Entries in `(after, upto]`.
+    /// Entries in `(after, upto]`, clamped to what the log holds.
     pub fn range(&self, after: LogIndex, upto: LogIndex) -> &[LogEntry] {
+        let after = after.max(self.snapshot_index);
         let upto = upto.min(self.last_index());
         if after >= upto {
             return &[];
         }
-        &self.entries[after as usize..upto as usize]
+        let base = self.snapshot_index;
+        &self.entries[(after - base) as usize..(upto - base) as usize]
     }
 
     /// Thesis §5.3 (fast backup), follower side: the first index of the term
@@ -145,32 +192,70 @@ impl RaftLog {
             return self.last_index() + 1;
         };
         let mut i = index;
-        while i > 1 && self.term(i - 1) == Some(term) {
+        while i > self.first_index() && self.term(i - 1) == Some(term) {
             i -= 1;
         }
         i
     }
 
     /// Fast backup, leader side: the last index whose entry has `term`, if the
-    /// leader has any entry of that term.
+    /// leader has any entry of that term (the snapshot's last entry counts).
     pub fn last_index_of_term(&self, term: Term) -> Option<LogIndex> {
-        self.entries
+        let in_entries = self
+            .entries
             .iter()
             .rev()
             .find(|e| e.term <= term)
             .filter(|e| e.term == term)
-            .map(|e| e.index)
+            .map(|e| e.index);
+        in_entries.or_else(|| {
+            (self.snapshot_index > 0 && self.snapshot_term == term).then_some(self.snapshot_index)
+        })
     }
 
     /// The entries not yet handed out for persistence; marks them handed out.
     pub fn take_unstable(&mut self) -> Vec<LogEntry> {
-        let from = self.unstable_from;
+        let from = self.unstable_from.max(self.first_index());
         self.unstable_from = self.last_index() + 1;
-        self.range(from.saturating_sub(1), self.last_index())
-            .to_vec()
+        self.range(from - 1, self.last_index()).to_vec()
     }
 
     pub fn has_unstable(&self) -> bool {
         self.unstable_from <= self.last_index()
+    }
+
+    /// §7: forgets the entries up to `index`, now covered by a durable
+    /// snapshot. `index` must be held (not already compacted, not past the
+    /// end); returns false and changes nothing otherwise.
+    pub fn compact(&mut self, index: LogIndex) -> bool {
+        if index <= self.snapshot_index || index > self.last_index() {
+            return false;
+        }
+        let Some(term) = self.term(index) else {
+            return false;
+        };
+        let drop = (index - self.snapshot_index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot_index = index;
+        self.snapshot_term = term;
+        self.unstable_from = self.unstable_from.max(index + 1);
+        true
+    }
+
+    /// §7, follower receiving InstallSnapshot: "If existing log entry has
+    /// same index and term as snapshot's last included entry, retain log
+    /// entries following it"; otherwise "discard the entire log". Returns
+    /// whether a suffix was kept.
+    pub fn restore(&mut self, index: LogIndex, term: Term) -> bool {
+        let keep_suffix = index > self.snapshot_index && self.term(index) == Some(term);
+        if keep_suffix {
+            self.compact(index);
+        } else {
+            self.entries.clear();
+            self.snapshot_index = index;
+            self.snapshot_term = term;
+            self.unstable_from = index + 1;
+        }
+        keep_suffix
     }
 }

@@ -62,6 +62,37 @@ pub struct AppendEntriesReply {
     pub read_round: u64,
 }
 
+/// InstallSnapshot RPC arguments (Figure 13, §7): one chunk of the
+/// leader's snapshot file. Chunks are sent one at a time, each acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotArgs {
+    pub term: Term,
+    pub leader_id: NodeId,
+    /// The snapshot replaces all entries up to and including this index.
+    pub last_included_index: LogIndex,
+    pub last_included_term: Term,
+    /// Byte offset of `data` in the snapshot file.
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// Total size of the snapshot file in bytes.
+    pub total_size: u64,
+    /// True if this is the last chunk.
+    pub done: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstallSnapshotReply {
+    /// The receiver's current term, for the leader to update itself.
+    pub term: Term,
+    /// The chunk was written; `next_offset` is where the next one starts.
+    pub success: bool,
+    /// The offset the receiver expects next (lets the leader resume or
+    /// restart a transfer).
+    pub next_offset: u64,
+    /// The snapshot is installed (or the receiver already had everything).
+    pub installed: bool,
+}
+
 /// The payload of a message between two servers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rpc {
@@ -69,6 +100,8 @@ pub enum Rpc {
     RequestVoteReply(RequestVoteReply),
     AppendEntries(AppendEntriesArgs),
     AppendEntriesReply(AppendEntriesReply),
+    InstallSnapshot(InstallSnapshotArgs),
+    InstallSnapshotReply(InstallSnapshotReply),
 }
 
 impl Rpc {
@@ -79,12 +112,17 @@ impl Rpc {
             Rpc::RequestVoteReply(r) => r.term,
             Rpc::AppendEntries(a) => a.term,
             Rpc::AppendEntriesReply(r) => r.term,
+            Rpc::InstallSnapshot(a) => a.term,
+            Rpc::InstallSnapshotReply(r) => r.term,
         }
     }
 
     /// Requests expect a reply; replies do not.
     pub fn is_request(&self) -> bool {
-        matches!(self, Rpc::RequestVote(_) | Rpc::AppendEntries(_))
+        matches!(
+            self,
+            Rpc::RequestVote(_) | Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_)
+        )
     }
 
     /// A short name for traces and metrics.
@@ -96,6 +134,8 @@ impl Rpc {
             Rpc::RequestVoteReply(_) => "RequestVoteReply",
             Rpc::AppendEntries(_) => "AppendEntries",
             Rpc::AppendEntriesReply(_) => "AppendEntriesReply",
+            Rpc::InstallSnapshot(_) => "InstallSnapshot",
+            Rpc::InstallSnapshotReply(_) => "InstallSnapshotReply",
         }
     }
 }

@@ -7,7 +7,8 @@ use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::message::{
-    AppendEntriesArgs, AppendEntriesReply, RequestVoteArgs, RequestVoteReply, Rpc,
+    AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply,
+    RequestVoteArgs, RequestVoteReply, Rpc,
 };
 use crate::types::NodeId;
 
@@ -40,7 +41,17 @@ pub trait Transport: Send + Sync + 'static {
         to: NodeId,
         args: AppendEntriesArgs,
     ) -> impl Future<Output = Result<AppendEntriesReply, TransportError>> + Send;
-    // InstallSnapshot joins these when snapshots land.
+
+    /// One chunk of a snapshot (§7). Transports that cannot carry snapshots
+    /// keep this default, and followers that fall behind the leader's log
+    /// compaction then cannot catch up.
+    fn install_snapshot(
+        &self,
+        to: NodeId,
+        _args: InstallSnapshotArgs,
+    ) -> impl Future<Output = Result<InstallSnapshotReply, TransportError>> + Send {
+        async move { Err(TransportError::ConnectionFailed(to)) }
+    }
 }
 
 /// A request that arrived for this node, with the way back to the caller.
@@ -48,7 +59,7 @@ pub trait Transport: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct IncomingRpc {
     pub from: NodeId,
-    /// A request: `Rpc::RequestVote` or `Rpc::AppendEntries`.
+    /// A request: `Rpc::RequestVote`, `Rpc::AppendEntries` or `Rpc::InstallSnapshot`.
     pub rpc: Rpc,
     /// Where the node sends the reply once it is allowed to (after persisting).
     pub reply: oneshot::Sender<Rpc>,

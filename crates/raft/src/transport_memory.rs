@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::message::{
-    AppendEntriesArgs, AppendEntriesReply, RequestVoteArgs, RequestVoteReply, Rpc,
+    AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply,
+    RequestVoteArgs, RequestVoteReply, Rpc,
 };
 use crate::transport::{IncomingRpc, Transport, TransportError};
 use crate::types::NodeId;
@@ -218,6 +219,17 @@ impl Transport for InMemoryTransport {
     ) -> Result<AppendEntriesReply, TransportError> {
         match self.net.call(self.me, to, Rpc::AppendEntries(args)).await? {
             Rpc::AppendEntriesReply(r) => Ok(r),
+            _ => Err(TransportError::ConnectionFailed(to)),
+        }
+    }
+
+    async fn install_snapshot(
+        &self,
+        to: NodeId,
+        args: InstallSnapshotArgs,
+    ) -> Result<InstallSnapshotReply, TransportError> {
+        match self.net.call(self.me, to, Rpc::InstallSnapshot(args)).await? {
+            Rpc::InstallSnapshotReply(r) => Ok(r),
             _ => Err(TransportError::ConnectionFailed(to)),
         }
     }
