@@ -32,6 +32,15 @@ pub struct RaftConfig {
     pub check_quorum: bool,
     /// Maximum AppendEntries in flight to one follower (pipelining).
     pub max_inflight_appends: usize,
+    /// §7 snapshot policy: snapshot once this many entries were applied
+    /// since the last snapshot (0: never automatically).
+    pub snapshot_after_entries: u64,
+    /// ... or once the entries applied since then hold this many bytes.
+    pub snapshot_after_bytes: u64,
+    /// Snapshot files kept on disk (the newest ones).
+    pub snapshots_to_keep: usize,
+    /// Size of one InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
 }
 
 impl Default for RaftConfig {
@@ -46,6 +55,10 @@ impl Default for RaftConfig {
             pre_vote: true,
             check_quorum: true,
             max_inflight_appends: 64,
+            snapshot_after_entries: 100_000,
+            snapshot_after_bytes: 64 << 20,
+            snapshots_to_keep: 2,
+            snapshot_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -104,6 +117,12 @@ impl RaftConfig {
         }
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::ZeroLimit("max_inflight_appends"));
+        }
+        if self.snapshots_to_keep == 0 {
+            return Err(ConfigError::ZeroLimit("snapshots_to_keep"));
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("snapshot_chunk_bytes"));
         }
         Ok(())
     }

@@ -668,7 +668,9 @@ impl RaftCore {
         let Some(p) = self.progress.get_mut(&peer) else {
             return;
         };
-        if p.snapshot_pending != Some(index) {
+        // The driver sends the newest snapshot it has, which may be newer
+        // than the one that was pending: any index will do.
+        if p.snapshot_pending.is_none() {
             return;
         }
         p.snapshot_pending = None;
@@ -1034,6 +1036,27 @@ impl RaftCore {
             };
             let hinted = hinted.min(r.rejected_prev_index);
             p.next_index = hinted.max(p.match_index + 1);
+            p.probing = true;
+            p.inflight.clear();
+        } else if r.rejected_prev_index == p.match_index
+            && r.conflict_term.is_none()
+            && r.conflict_index <= p.match_index
+        {
+            // A check at exactly the match index failed (heartbeats check
+            // there): the follower's log ends before entries it once
+            // acknowledged. It lost its disk (an operator wiped its data
+            // dir), or, rarely, this is an old reply overtaken by a later
+            // success. Probing again from where it says it ends is the only
+            // way forward in the first case and costs a round trip in the
+            // second. (Lowering match_index never lowers commit_index.)
+            tracing::debug!(
+                peer = from,
+                r.conflict_index,
+                match_index = p.match_index,
+                "follower log shorter than acknowledged; probing again"
+            );
+            p.match_index = r.conflict_index.saturating_sub(1);
+            p.next_index = r.conflict_index.max(1);
             p.probing = true;
             p.inflight.clear();
         } else {

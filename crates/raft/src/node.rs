@@ -15,13 +15,19 @@ use crate::message::{Message, Rpc};
 use crate::observer::{NoopObserver, Observer};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
-use crate::types::{LogEntry, NodeId};
+use crate::types::{LogEntry, LogIndex, NodeId, Term};
 
 /// What came back from a peer: its reply, or word that it was unreachable.
 #[derive(Debug)]
 pub enum PeerEvent {
     Reply(Message),
     Unreachable(NodeId),
+    /// A snapshot transfer to `peer` ended.
+    SnapshotSent {
+        peer: NodeId,
+        index: LogIndex,
+        success: bool,
+    },
 }
 
 /// What a round of [`RaftNode::process_ready`] produced for the layer above.
@@ -30,6 +36,8 @@ pub struct Output {
     pub committed_entries: Vec<LogEntry>,
     pub read_states: Vec<ReadState>,
     pub events: Vec<Event>,
+    /// Followers that need the current snapshot streamed to them.
+    pub snapshots_to_send: Vec<NodeId>,
 }
 
 pub struct RaftNode<T: Transport> {
@@ -111,6 +119,44 @@ impl<T: Transport> RaftNode<T> {
         });
     }
 
+    /// The transport this node sends with (the snapshot sender uses it too).
+    pub fn transport(&self) -> &Arc<T> {
+        &self.transport
+    }
+
+    /// A sender for peer events, for tasks that talk to peers on the
+    /// node's behalf (snapshot transfers report their end through it).
+    pub fn peer_event_sender(&self) -> mpsc::UnboundedSender<PeerEvent> {
+        self.peer_events.clone()
+    }
+
+    /// §7: a snapshot up to `index` is durable; forget the log before it, in
+    /// memory and on disk. Returns whether anything was compacted.
+    pub fn compact_log(&mut self, index: LogIndex) -> Result<bool, StorageError> {
+        if !self.core.compact(index) {
+            return Ok(false);
+        }
+        self.storage.compact(index)?;
+        Ok(true)
+    }
+
+    /// §7: a snapshot received from the leader is durable and the state
+    /// machine was restored from it: make the log start after it, in memory
+    /// and on disk. Returns false when the snapshot was stale (no change).
+    pub fn install_snapshot(&mut self, index: LogIndex, term: Term) -> Result<bool, StorageError> {
+        match self.core.restore_snapshot(index, term) {
+            None => Ok(false),
+            Some(true) => {
+                self.storage.compact(index)?;
+                Ok(true)
+            }
+            Some(false) => {
+                self.storage.reset(index, term)?;
+                Ok(true)
+            }
+        }
+    }
+
     pub fn handle_peer_event(&mut self, event: PeerEvent) {
         match event {
             PeerEvent::Reply(m) => {
@@ -118,6 +164,11 @@ impl<T: Transport> RaftNode<T> {
                 self.core.step(m)
             }
             PeerEvent::Unreachable(peer) => self.core.report_unreachable(peer),
+            PeerEvent::SnapshotSent {
+                peer,
+                index,
+                success,
+            } => self.core.snapshot_sent(peer, index, success),
         }
     }
 
@@ -151,6 +202,7 @@ impl<T: Transport> RaftNode<T> {
             out.committed_entries.extend(rd.committed_entries);
             out.read_states.extend(rd.read_states);
             out.events.extend(rd.events);
+            out.snapshots_to_send.extend(rd.snapshots_to_send);
         }
         Ok(out)
     }

@@ -5,7 +5,8 @@
 //! `Arc<Mutex<_>>`: the task is the only one that ever touches the core, so
 //! there is nothing to lock and no lock to hold across an `.await`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +16,13 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use crate::config::RaftConfig;
+use crate::core::SnapshotChunkVerdict;
 use crate::core::{CoreError, Event, NotLeader, RaftCore};
+use crate::message::{InstallSnapshotArgs, InstallSnapshotReply, Message, Rpc};
 use crate::node::{Output, PeerEvent, RaftNode};
-use crate::observer::{NoopObserver, Observer};
+use crate::observer::Observer;
+use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
+use crate::storage::RecoveredState;
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
 use crate::types::{EntryKind, LogIndex, NodeId, RaftState, Term};
@@ -37,6 +42,28 @@ pub trait StateMachine: Send + 'static {
 
     /// Answers a read-only query against the current state.
     fn query(&self, query: &[u8]) -> Self::Output;
+
+    /// A point-in-time image of the state for a snapshot (§7), or `None` if
+    /// this state machine does not support snapshots. It is taken between
+    /// two applies and must be cheap (a clone of an immutable structure):
+    /// it is written out on another thread while applying goes on.
+    fn snapshot(&self) -> Option<Box<dyn SnapshotWriter>> {
+        None
+    }
+
+    /// Replaces the whole state with an image written by
+    /// [`SnapshotWriter::write_to`].
+    fn restore(&mut self, _image: &mut dyn std::io::Read) -> std::io::Result<()> {
+        Err(std::io::Error::other(
+            "this state machine does not support snapshots",
+        ))
+    }
+}
+
+/// A state machine image on its way to disk.
+pub trait SnapshotWriter: Send + 'static {
+    /// Streams the image to `out` (never the whole image in one buffer).
+    fn write_to(&mut self, out: &mut dyn std::io::Write) -> std::io::Result<()>;
 }
 
 /// Why a client request failed.
@@ -52,6 +79,10 @@ pub enum ClientError {
     /// The server stopped before the outcome was known.
     #[error("the raft server has stopped")]
     Stopped,
+    /// The outcome is not known: e.g. this node installed a snapshot from a
+    /// new leader that may or may not contain the command.
+    #[error("the outcome is unknown")]
+    Unknown,
 }
 
 impl From<NotLeader> for ClientError {
@@ -87,6 +118,12 @@ pub struct Status {
     /// Leader only: `(peer, milliseconds since it last answered)`, to the
     /// resolution of one tick.
     pub last_contact_ms: Vec<(NodeId, u64)>,
+    /// Last index of the snapshot the log starts after (0: none).
+    pub snapshot_last_index: LogIndex,
+    /// Snapshots being written or sent right now.
+    pub snapshot_in_progress: bool,
+    /// Bytes of snapshot sent to followers since start.
+    pub snapshot_bytes_sent: u64,
 }
 
 type Reply<O> = oneshot::Sender<Result<O, ClientError>>;
@@ -96,8 +133,11 @@ type PendingQuery<O> = (Vec<u8>, Reply<O>);
 enum Command<O> {
     Submit { data: Vec<u8>, reply: Reply<O> },
     Read { query: Vec<u8>, reply: Reply<O> },
+    Snapshot { reply: SnapshotReply },
     Shutdown,
 }
+
+type SnapshotReply = oneshot::Sender<Result<LogIndex, String>>;
 
 /// A cloneable handle to a running [`RaftServer`].
 pub struct RaftHandle<O> {
@@ -187,6 +227,18 @@ impl<O: Send + 'static> RaftHandle<O> {
         self.status.clone()
     }
 
+    /// Takes a snapshot now and compacts the log (§7); resolves with the
+    /// snapshot's last index once it is durable.
+    pub async fn snapshot(&self) -> Result<LogIndex, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Snapshot { reply: tx })
+            .await
+            .map_err(|_| "the raft server has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the raft server has stopped".to_string())?
+    }
+
     /// Asks the server to stop; pending requests fail with `Stopped`.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -204,6 +256,15 @@ pub struct ServerParts<T: Transport, M: StateMachine> {
     pub state_machine: M,
     /// Seed of the election-timeout RNG.
     pub seed: u64,
+}
+
+/// Optional parts of a server.
+#[derive(Default)]
+pub struct ServerExtras {
+    /// Reports what the node does (metrics).
+    pub observer: Option<Arc<dyn Observer>>,
+    /// Where snapshots live. Without it, the log is never compacted.
+    pub snapshots: Option<SnapshotStore>,
 }
 
 /// Capacity of the client command queue: beyond it, `submit` waits.
@@ -228,6 +289,7 @@ pub struct RaftServer<T: Transport, M: StateMachine> {
     next_read_id: u64,
     last_applied: LogIndex,
     status: watch::Sender<Status>,
+    snap: Snapshots,
 }
 
 impl<T: Transport, M: StateMachine> RaftServer<T, M> {
@@ -238,36 +300,77 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
     pub fn spawn(
         parts: ServerParts<T, M>,
     ) -> Result<(RaftHandle<M::Output>, JoinHandle<Result<(), ServerError>>), ServerError> {
-        Self::spawn_observed(parts, Arc::new(NoopObserver))
+        Self::spawn_with(parts, ServerExtras::default())
     }
 
-    /// Like [`RaftServer::spawn`], reporting to `observer` (metrics).
+    /// Like [`RaftServer::spawn`], with metrics and/or snapshots.
     #[allow(clippy::type_complexity)]
-    pub fn spawn_observed(
+    pub fn spawn_with(
         parts: ServerParts<T, M>,
-        observer: Arc<dyn Observer>,
+        extras: ServerExtras,
     ) -> Result<(RaftHandle<M::Output>, JoinHandle<Result<(), ServerError>>), ServerError> {
         let mut storage = parts.storage;
+        let mut state_machine = parts.state_machine;
         let recovered = storage.recover()?;
+        let store = extras.snapshots.map(Arc::new);
+        // §7: a node restarts from its latest snapshot plus the log after it.
+        let snapshot = match &store {
+            Some(store) => restore_latest(store, &mut state_machine)?,
+            None => None,
+        };
+        let recovered = reconcile(snapshot.clone(), recovered, storage.as_mut())?;
         let tick_interval = parts.config.tick_interval;
-        let core = RaftCore::new(parts.id, &parts.voters, parts.config, recovered, parts.seed)?;
+        let chunk_bytes = parts.config.snapshot_chunk_bytes;
+        let policy = (
+            parts.config.snapshot_after_entries,
+            parts.config.snapshot_after_bytes,
+            parts.config.snapshots_to_keep,
+        );
+        let core = RaftCore::with_snapshot(
+            parts.id,
+            &parts.voters,
+            parts.config,
+            recovered,
+            snapshot.map(|m| (m.last_index, m.last_term)),
+            parts.seed,
+        )?;
         let (mut node, peer_events) = RaftNode::new(core, storage, parts.transport);
-        node.set_observer(observer);
+        if let Some(observer) = extras.observer {
+            node.set_observer(observer);
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (status_tx, status_rx) = watch::channel(status_of(node.core()));
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let last_applied = node.core().applied_index();
         let server = RaftServer {
             node,
             peer_events,
             incoming: parts.incoming,
             commands: cmd_rx,
-            state_machine: parts.state_machine,
+            state_machine,
             tick_interval,
             waiting_apply: BTreeMap::new(),
             waiting_read_index: HashMap::new(),
             waiting_applied: BTreeMap::new(),
             next_read_id: 1,
-            last_applied: 0,
+            last_applied,
             status: status_tx,
+            snap: Snapshots {
+                store,
+                after_entries: policy.0,
+                after_bytes: policy.1,
+                keep: policy.2,
+                chunk_bytes,
+                entries_since: 0,
+                bytes_since: 0,
+                writing: None,
+                waiters: Vec::new(),
+                done_tx,
+                done_rx,
+                incoming: None,
+                sending: Default::default(),
+                stats: Arc::new(SnapshotStats::default()),
+            },
         };
         let task = tokio::spawn(server.run());
         Ok((
@@ -286,8 +389,28 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         let result = loop {
             tokio::select! {
                 _ = ticker.tick() => self.node.tick(),
-                Some(rpc) = self.incoming.recv() => self.node.receive(rpc),
-                Some(event) = self.peer_events.recv() => self.node.handle_peer_event(event),
+                Some(rpc) = self.incoming.recv() => {
+                    if let Rpc::InstallSnapshot(_) = rpc.rpc {
+                        if let Err(e) = self.receive_snapshot_chunk(rpc) {
+                            tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
+                            break Err(ServerError::Storage(e));
+                        }
+                    } else {
+                        self.node.receive(rpc);
+                    }
+                }
+                Some(done) = self.snap.done_rx.recv() => {
+                    if let Err(e) = self.snapshot_written(done) {
+                        tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
+                        break Err(ServerError::Storage(e));
+                    }
+                }
+                Some(event) = self.peer_events.recv() => {
+                    if let PeerEvent::SnapshotSent { peer, .. } = &event {
+                        self.snap.sending.remove(peer);
+                    }
+                    self.node.handle_peer_event(event);
+                }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown) | None => break Ok(()),
                     Some(cmd) => {
@@ -314,7 +437,11 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 },
             }
             match self.node.process_ready() {
-                Ok(out) => self.apply(out),
+                Ok(out) => {
+                    self.send_snapshots(&out.snapshots_to_send);
+                    self.apply(out);
+                    self.maybe_snapshot(None);
+                }
                 Err(e) => {
                     // Fail-stop: a node that cannot persist must not go on.
                     tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
@@ -353,6 +480,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                     }
                 }
             }
+            Command::Snapshot { reply } => self.maybe_snapshot(Some(reply)),
             Command::Shutdown => {}
         }
     }
@@ -373,6 +501,8 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 EntryKind::Noop => None,
             };
             self.last_applied = entry.index;
+            self.snap.entries_since += 1;
+            self.snap.bytes_since += entry.size() as u64;
             // The waiter for this index learns its fate: same term means the
             // very entry it proposed (Log Matching, §5.3); another term means
             // its entry was overwritten by a later leader.
@@ -427,6 +557,10 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
     fn publish_status(&mut self) {
         let mut status = status_of(self.node.core());
         status.last_applied = self.last_applied;
+        status.snapshot_in_progress = self.snap.writing.is_some()
+            || self.snap.incoming.is_some()
+            || self.snap.stats.sending.load(Ordering::Relaxed) > 0;
+        status.snapshot_bytes_sent = self.snap.stats.bytes_sent.load(Ordering::Relaxed);
         self.status.send_if_modified(|old| {
             if *old != status {
                 *old = status;
@@ -438,6 +572,9 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
     }
 
     fn fail_all(&mut self) {
+        for w in self.snap.waiters.drain(..) {
+            let _ = w.send(Err("the raft server has stopped".to_string()));
+        }
         for (_, (_, reply)) in std::mem::take(&mut self.waiting_apply) {
             let _ = reply.send(Err(ClientError::Stopped));
         }
@@ -461,6 +598,9 @@ fn status_of(core: &RaftCore) -> Status {
         last_log_index: core.last_log_index(),
         last_log_term: core.last_log_term(),
         replication: core.replication_progress(),
+        snapshot_last_index: core.snapshot_index(),
+        snapshot_in_progress: false,
+        snapshot_bytes_sent: 0,
         last_contact_ms: core
             .peer_contact_ticks()
             .into_iter()
@@ -469,5 +609,458 @@ fn status_of(core: &RaftCore) -> Status {
                 (id, ticks.saturating_mul(tick_ms))
             })
             .collect(),
+    }
+}
+
+// ----- Snapshots (§7) ----------------------------------------------------------
+
+/// Counters shared with snapshot-sending tasks.
+#[derive(Default)]
+struct SnapshotStats {
+    /// Transfers under way.
+    sending: AtomicU64,
+    bytes_sent: AtomicU64,
+}
+
+/// What a background snapshot write reports when it ends.
+struct SnapshotDone {
+    meta: SnapshotMeta,
+    result: Result<(), StorageError>,
+}
+
+/// The server's snapshot state.
+struct Snapshots {
+    store: Option<Arc<SnapshotStore>>,
+    after_entries: u64,
+    after_bytes: u64,
+    keep: usize,
+    chunk_bytes: usize,
+    /// Applied since the last snapshot (the policy's counters).
+    entries_since: u64,
+    bytes_since: u64,
+    /// The last index of a snapshot being written in the background.
+    writing: Option<LogIndex>,
+    /// Admin requests waiting for the snapshot being written.
+    waiters: Vec<SnapshotReply>,
+    done_tx: mpsc::UnboundedSender<SnapshotDone>,
+    done_rx: mpsc::UnboundedReceiver<SnapshotDone>,
+    /// Follower: a snapshot arriving in chunks.
+    incoming: Option<IncomingSnapshot>,
+    /// Leader: followers a transfer is running to.
+    sending: HashSet<NodeId>,
+    stats: Arc<SnapshotStats>,
+}
+
+/// Restores the state machine from the newest valid snapshot, if any.
+fn restore_latest<M: StateMachine>(
+    store: &SnapshotStore,
+    state_machine: &mut M,
+) -> Result<Option<SnapshotMeta>, StorageError> {
+    let Some((_, path)) = store.latest()? else {
+        return Ok(None);
+    };
+    let (meta, mut body) = store.open_body(&path)?;
+    state_machine
+        .restore(&mut body)
+        .map_err(|source| StorageError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    tracing::info!(last_index = meta.last_index, last_term = meta.last_term, path = %path.display(), "restored state machine from snapshot");
+    Ok(Some(meta))
+}
+
+/// Fits the recovered log to the snapshot: the snapshot wins over the
+/// entries it covers (§7). Refuses a log that starts after the snapshot (a
+/// gap no one can fill), and discards a log that the snapshot superseded.
+fn reconcile(
+    snapshot: Option<SnapshotMeta>,
+    recovered: RecoveredState,
+    storage: &mut dyn Storage,
+) -> Result<RecoveredState, StorageError> {
+    let Some(meta) = snapshot else {
+        return Ok(recovered);
+    };
+    let (s, t) = (meta.last_index, meta.last_term);
+    let term_at_s = recovered
+        .entries
+        .iter()
+        .find(|e| e.index == s)
+        .map(|e| e.term);
+    let after: Vec<_> = recovered
+        .entries
+        .into_iter()
+        .filter(|e| e.index > s)
+        .collect();
+    if let Some(first) = after.first() {
+        if first.index != s + 1 {
+            return Err(StorageError::Invalid(format!(
+                "the log starts at index {} but the snapshot ends at {s}: entries {}..{} are missing; refusing to start",
+                first.index,
+                s + 1,
+                first.index - 1
+            )));
+        }
+    }
+    let superseded = matches!(term_at_s, Some(term) if term != t);
+    let log_behind = storage.last_index() < s;
+    if superseded || log_behind {
+        // A crash between installing a snapshot and resetting the log: the
+        // old log is not part of the snapshot's history. Start after it.
+        tracing::warn!(
+            snapshot_index = s,
+            "log does not continue the snapshot; discarding it"
+        );
+        storage.reset(s, t)?;
+        return Ok(RecoveredState {
+            hard_state: recovered.hard_state,
+            entries: Vec::new(),
+        });
+    }
+    Ok(RecoveredState {
+        hard_state: recovered.hard_state,
+        entries: after,
+    })
+}
+
+impl<T: Transport, M: StateMachine> RaftServer<T, M> {
+    /// Starts a snapshot if the policy says so, or if an operator asked
+    /// (`admin`). The state machine image is taken here, between two
+    /// applies, and written on a blocking thread, so applying goes on.
+    fn maybe_snapshot(&mut self, admin: Option<SnapshotReply>) {
+        let Some(store) = self.snap.store.clone() else {
+            if let Some(reply) = admin {
+                let _ = reply.send(Err("snapshots are not configured on this node".into()));
+            }
+            return;
+        };
+        // after_entries == 0 turns the automatic policy off altogether.
+        let due = self.snap.after_entries > 0
+            && (self.snap.entries_since >= self.snap.after_entries
+                || self.snap.bytes_since >= self.snap.after_bytes);
+        if let Some(reply) = admin {
+            self.snap.waiters.push(reply);
+        } else if !due {
+            return;
+        }
+        if self.snap.writing.is_some() || self.snap.incoming.is_some() {
+            // One at a time; waiters get the one under way.
+            return;
+        }
+        let index = self.last_applied;
+        let core = self.node.core();
+        if index == 0 || index <= core.snapshot_index() {
+            // Nothing new since the last snapshot: it is the answer.
+            let done = core.snapshot_index();
+            for w in self.snap.waiters.drain(..) {
+                let _ = w.send(Ok(done));
+            }
+            return;
+        }
+        let Some(term) = core.term_at(index) else {
+            return;
+        };
+        let Some(mut image) = self.state_machine.snapshot() else {
+            for w in self.snap.waiters.drain(..) {
+                let _ = w.send(Err("this state machine does not support snapshots".into()));
+            }
+            return;
+        };
+        let meta = SnapshotMeta {
+            last_index: index,
+            last_term: term,
+            voters: core.voters().to_vec(),
+        };
+        self.snap.writing = Some(index);
+        self.snap.entries_since = 0;
+        self.snap.bytes_since = 0;
+        let done_tx = self.snap.done_tx.clone();
+        tracing::info!(id = core.id(), last_index = index, "taking a snapshot");
+        tokio::task::spawn_blocking(move || {
+            let result = store
+                .write(&meta, &mut |out| image.write_to(out))
+                .map(|_| ());
+            let _ = done_tx.send(SnapshotDone { meta, result });
+        });
+    }
+
+    /// A background snapshot write ended: on success, compact the log
+    /// (only now, with the snapshot durable) and drop old snapshot files.
+    fn snapshot_written(&mut self, done: SnapshotDone) -> Result<(), StorageError> {
+        self.snap.writing = None;
+        let index = done.meta.last_index;
+        match done.result {
+            Ok(()) => {
+                self.node.compact_log(index)?;
+                if let Some(store) = &self.snap.store {
+                    if let Err(e) = store.retain(self.snap.keep) {
+                        tracing::warn!(error = %e, "could not delete old snapshots");
+                    }
+                }
+                tracing::info!(
+                    id = self.node.core().id(),
+                    last_index = index,
+                    "snapshot durable; log compacted"
+                );
+                for w in self.snap.waiters.drain(..) {
+                    let _ = w.send(Ok(index));
+                }
+            }
+            Err(e) => {
+                // The log is intact; a later attempt may succeed.
+                tracing::error!(error = %e, "writing a snapshot failed");
+                for w in self.snap.waiters.drain(..) {
+                    let _ = w.send(Err(format!("snapshot failed: {e}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Leader: streams the newest snapshot to each follower that needs it,
+    /// one chunk at a time (each acknowledged), on its own task, so
+    /// heartbeats keep flowing meanwhile.
+    fn send_snapshots(&mut self, peers: &[NodeId]) {
+        for &peer in peers {
+            let events = self.node.peer_event_sender();
+            let Some(store) = self.snap.store.clone() else {
+                let _ = events.send(PeerEvent::SnapshotSent {
+                    peer,
+                    index: 0,
+                    success: false,
+                });
+                continue;
+            };
+            if !self.snap.sending.insert(peer) {
+                continue;
+            }
+            let transport = Arc::clone(self.node.transport());
+            let stats = Arc::clone(&self.snap.stats);
+            let (term, me) = (self.node.core().term(), self.node.core().id());
+            let chunk = self.snap.chunk_bytes;
+            stats.sending.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let outcome =
+                    stream_snapshot(&*transport, &store, peer, term, me, chunk, &stats).await;
+                stats.sending.fetch_sub(1, Ordering::Relaxed);
+                let ended = |index, success| PeerEvent::SnapshotSent {
+                    peer,
+                    index,
+                    success,
+                };
+                let reports = match outcome {
+                    Ok(index) => vec![ended(index, true)],
+                    Err(StreamEnd::HigherTerm(reply)) => vec![
+                        PeerEvent::Reply(Message {
+                            from: peer,
+                            to: me,
+                            rpc: Rpc::InstallSnapshotReply(reply),
+                        }),
+                        ended(0, false),
+                    ],
+                    Err(StreamEnd::Failed(reason)) => {
+                        tracing::warn!(peer, reason = %reason, "snapshot transfer failed");
+                        vec![ended(0, false)]
+                    }
+                };
+                for event in reports {
+                    // The node may have stopped; then nobody needs to know.
+                    let _ = events.send(event);
+                }
+            });
+        }
+    }
+
+    /// Follower: one chunk of InstallSnapshot. The bytes go to a temp file;
+    /// the last chunk is verified, installed atomically, and the state
+    /// machine restored from it, before the reply says "installed".
+    fn receive_snapshot_chunk(&mut self, rpc: IncomingRpc) -> Result<(), StorageError> {
+        let IncomingRpc { from, rpc, reply } = rpc;
+        let Rpc::InstallSnapshot(args) = rpc else {
+            return Ok(());
+        };
+        let verdict = self.node.core_mut().handle_snapshot_chunk(from, &args);
+        // The chunk may have raised our term: durable before we answer.
+        let out = self.node.process_ready()?;
+        self.apply(out);
+        let answer = match verdict {
+            SnapshotChunkVerdict::Refuse { term } => snapshot_answer(term, false, 0, false),
+            SnapshotChunkVerdict::Covered { term } => {
+                self.snap.incoming = None;
+                snapshot_answer(term, true, args.total_size, true)
+            }
+            SnapshotChunkVerdict::Accept { term } => self.accept_chunk(term, args)?,
+        };
+        let _ = reply.send(Rpc::InstallSnapshotReply(answer));
+        Ok(())
+    }
+
+    fn accept_chunk(
+        &mut self,
+        term: Term,
+        args: InstallSnapshotArgs,
+    ) -> Result<InstallSnapshotReply, StorageError> {
+        let Some(store) = self.snap.store.clone() else {
+            return Ok(snapshot_answer(term, false, 0, false));
+        };
+        if args.offset == 0 {
+            // A (re)start: forget any half-received one.
+            self.snap.incoming = Some(store.begin_receive()?);
+        }
+        let Some(incoming) = self.snap.incoming.as_mut() else {
+            return Ok(snapshot_answer(term, false, 0, false));
+        };
+        if let Err(e) = incoming.write_chunk(args.offset, &args.data) {
+            tracing::debug!(error = %e, "snapshot chunk out of place");
+            let expected = incoming.offset();
+            return Ok(snapshot_answer(term, false, expected, false));
+        }
+        let next = incoming.offset();
+        if !args.done {
+            return Ok(snapshot_answer(term, true, next, false));
+        }
+        let Some(incoming) = self.snap.incoming.take() else {
+            return Ok(snapshot_answer(term, false, 0, false));
+        };
+        let (meta, path) = match incoming.finish() {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(error = %e, "received snapshot failed verification; asking for it again");
+                return Ok(snapshot_answer(term, false, 0, false));
+            }
+        };
+        self.install_received(&store, meta, &path)?;
+        Ok(snapshot_answer(term, true, next, true))
+    }
+
+    /// Restores the state machine from a received snapshot and makes the
+    /// log start after it.
+    fn install_received(
+        &mut self,
+        store: &SnapshotStore,
+        meta: SnapshotMeta,
+        path: &std::path::Path,
+    ) -> Result<(), StorageError> {
+        if meta.last_index <= self.node.core().commit_index() {
+            return Ok(());
+        }
+        let (meta, mut body) = store.open_body(path)?;
+        self.state_machine
+            .restore(&mut body)
+            .map_err(|source| StorageError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        self.node
+            .install_snapshot(meta.last_index, meta.last_term)?;
+        tracing::info!(
+            id = self.node.core().id(),
+            last_index = meta.last_index,
+            "installed snapshot from the leader"
+        );
+        self.last_applied = meta.last_index;
+        self.snap.entries_since = 0;
+        self.snap.bytes_since = 0;
+        // Proposals this node made as leader, covered by the snapshot: their
+        // fate is in the image, which does not say. Unknown.
+        let covered: Vec<LogIndex> = self
+            .waiting_apply
+            .range(..=meta.last_index)
+            .map(|(i, _)| *i)
+            .collect();
+        for index in covered {
+            if let Some((_, reply)) = self.waiting_apply.remove(&index) {
+                let _ = reply.send(Err(ClientError::Unknown));
+            }
+        }
+        if let Err(e) = store.retain(self.snap.keep) {
+            tracing::warn!(error = %e, "could not delete old snapshots");
+        }
+        Ok(())
+    }
+}
+
+fn snapshot_answer(
+    term: Term,
+    success: bool,
+    next_offset: u64,
+    installed: bool,
+) -> InstallSnapshotReply {
+    InstallSnapshotReply {
+        term,
+        success,
+        next_offset,
+        installed,
+    }
+}
+
+enum StreamEnd {
+    /// The follower knows a later term: the leader must step down.
+    HigherTerm(InstallSnapshotReply),
+    Failed(String),
+}
+
+/// Sends the newest snapshot file to `peer` in chunks; returns its last
+/// index once the follower says it is installed.
+async fn stream_snapshot<T: Transport>(
+    transport: &T,
+    store: &SnapshotStore,
+    peer: NodeId,
+    term: Term,
+    me: NodeId,
+    chunk: usize,
+    stats: &SnapshotStats,
+) -> Result<LogIndex, StreamEnd> {
+    let failed = |e: &dyn std::fmt::Display| StreamEnd::Failed(e.to_string());
+    let Some((meta, path)) = store.latest().map_err(|e| failed(&e))? else {
+        return Err(StreamEnd::Failed("no snapshot on disk".into()));
+    };
+    tracing::info!(peer, last_index = meta.last_index, "sending snapshot");
+    let mut offset = 0u64;
+    let mut restarts = 0;
+    loop {
+        let (data, total) = store
+            .read_chunk(&path, offset, chunk)
+            .map_err(|e| failed(&e))?;
+        let len = data.len() as u64;
+        let done = offset + len >= total;
+        let args = InstallSnapshotArgs {
+            term,
+            leader_id: me,
+            last_included_index: meta.last_index,
+            last_included_term: meta.last_term,
+            offset,
+            data,
+            total_size: total,
+            done,
+        };
+        let reply = transport
+            .install_snapshot(peer, args)
+            .await
+            .map_err(|e| failed(&e))?;
+        if reply.term > term {
+            return Err(StreamEnd::HigherTerm(reply));
+        }
+        if reply.installed {
+            return Ok(meta.last_index);
+        }
+        if !reply.success {
+            // Resume where the follower is, or start over; but not forever.
+            restarts += 1;
+            if restarts > 3 || reply.next_offset > total {
+                return Err(StreamEnd::Failed(
+                    "the follower kept refusing chunks".into(),
+                ));
+            }
+            offset = reply.next_offset;
+            continue;
+        }
+        stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        offset = reply.next_offset.max(offset + len);
+        if done {
+            return Err(StreamEnd::Failed(
+                "the follower took the last chunk but did not install".into(),
+            ));
+        }
     }
 }

@@ -10,7 +10,8 @@
 //!
 //! The directory holds segment files named by a sequence number, zero-padded
 //! to 20 digits so that names sort in order: `00000000000000000001.wal`,
-//! `00000000000000000002.wal`, ... Numbers are consecutive. Only the last
+//! `00000000000000000002.wal`, ... Numbers are consecutive; the first one is
+//! above 1 once compaction or a reset has deleted older segments. Only the last
 //! segment is ever written to; older ones are *sealed*: immutable, and closed
 //! until read. When a write would take the last one past
 //! [`FileStorageOptions::segment_size`], a new one is started. Every segment
@@ -28,13 +29,17 @@
 //! type 1, HardState: term u64 | voted_for u64 (0 = none)
 //! type 2, Entries:   term u64 | voted_for u64 | count u32 | count times:
 //!                    term u64 | index u64 | kind u8 | data length u32 | data
+//! type 3, Reset:     term u64 | voted_for u64 | index u64 | index_term u64
 //! ```
 //!
 //! All integers are little-endian. An `Entries` record holds one batch of
 //! consecutive entries *and* the hard state in force after it. Replaying a
 //! batch whose first index `i` is at or below the last index first discards
 //! entries `>= i`: that is how a §5.3 conflict truncation is made durable
-//! without touching old bytes.
+//! without touching old bytes. A `Reset` record says "a snapshot ending at
+//! (`index`, `index_term`) was installed": replay discards the whole log
+//! before it, which then continues at `index + 1`; it carries the hard state
+//! too. `index` is never `u64::MAX`.
 //!
 //! # One batch, one record, one fdatasync
 //!
@@ -94,17 +99,41 @@
 //! `persist` fails too; the node must stop and reopen, letting recovery decide.
 //! Only one `FileStorage` may use a directory at a time; nothing here locks it.
 //!
-//! # Compaction (later)
+//! # Compaction and reset (§7)
 //!
-//! A log prefix up to a snapshot at index `n` can be discarded by deleting
-//! whole segments: every segment older than the oldest one still referenced by
-//! a location of an entry above `n` holds only compacted or overwritten
-//! entries and superseded hard states (each later segment starts with the
-//! current one). Delete them oldest first, fsync the directory, advance
-//! `first_seq` and `first_index`, and drop the locations below `n + 1`.
-//! Replay must then accept a log that starts after index 1, as recorded by a
-//! snapshot record.
-
+//! Once a snapshot covering the log up to index `n` is durable,
+//! [`Storage::compact`]`(n)` deletes whole segments, oldest first: a
+//! segment goes when it is sealed and the largest index written to it is
+//! `<= n`. (An entry in it may have been rewritten by a later conflict, but
+//! compaction only covers committed entries, which never are, so "largest
+//! index written" is the right test.) Bytes are still never rewritten; the
+//! entries below `n` in the first remaining segment simply stay until it goes
+//! too, so [`Storage::first_index`] may stay below `n + 1`. The largest index
+//! per segment is kept in memory, so deciding needs no reading. The directory
+//! is fsynced after each deletion: a crash then leaves a contiguous run of
+//! segments, never a gap (which recovery refuses).
+//!
+//! Two segments are never deleted: the active one (recovery needs a segment,
+//! and it holds the current hard state), and the *anchor*, the segment of the
+//! last entry (or, with no entry since, of the latest `Reset`). Replay of the
+//! segments that are left must be able to tell where the log ends: if only
+//! hard-state records were left, a log ending at 1000 would recover as empty.
+//!
+//! Replay of a run that starts above segment 1 does not know where the log
+//! starts until it meets a `Reset` or an `Entries` record: the first batch
+//! starts the log, and a later batch starting *below* the log's start
+//! replaces it (it rewrote entries whose older copies were in deleted
+//! segments; a replay of the whole history would have truncated to the same
+//! suffix). Every other rule is as strict as for a run starting at 1.
+//!
+//! After installing a snapshot from the leader, [`Storage::reset`] starts a
+//! new segment whose first write, after its hard-state header, is a `Reset`
+//! record (one write, one fdatasync), then deletes every older segment. A
+//! crash before the deletions finish leaves old segments in front of the
+//! reset; replay discards what they say, and [`FileStorage::open`] deletes
+//! them.
+//!
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -113,7 +142,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::storage::{RecoveredState, Storage, StorageError};
-use crate::types::{EntryKind, HardState, LogEntry, LogIndex};
+use crate::types::{EntryKind, HardState, LogEntry, LogIndex, Term};
 
 /// Record header: payload length and payload checksum.
 const HEADER_LEN: u64 = 8;
@@ -122,6 +151,7 @@ const MAX_PAYLOAD_LEN: u64 = 256 << 20;
 const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
 const TYPE_HARD_STATE: u8 = 1;
 const TYPE_ENTRIES: u8 = 2;
+const TYPE_RESET: u8 = 3;
 /// Type byte, term and voted_for.
 const HARD_STATE_PAYLOAD_LEN: u64 = 1 + 8 + 8;
 /// The `HardState` record every segment starts with.
@@ -166,11 +196,10 @@ impl FileStorageOptions {
 pub struct FileStorage {
     dir: PathBuf,
     options: FileStorageOptions,
-    /// Segments `first_seq..active.seq` are sealed: never written again, and
-    /// kept closed (opened per read) so a long log does not hold a file
-    /// descriptor per segment. Compaction would delete them from the front.
-    first_seq: u64,
-    /// The last segment, which appends go to.
+    /// The last segment, which appends go to. The segments before it
+    /// (`log.segments`) are sealed: never written again, and kept closed
+    /// (opened per read) so a long log does not hold a file descriptor per
+    /// segment. Compaction deletes them from the front.
     active: Segment,
     log: LogMeta,
     /// Set when a write or fsync failed: the tail is unknown until reopened.
@@ -181,10 +210,42 @@ pub struct FileStorage {
 #[derive(Debug)]
 struct LogMeta {
     hard_state: HardState,
-    /// Index of `locations[0]`; 1 until compaction exists.
+    /// Index of `locations[0]` (`last_index() + 1` when the log is empty): 1
+    /// until compaction or a reset moves it.
     first_index: LogIndex,
     /// Where each live entry's record is: `locations[i]` is entry `first_index + i`.
+    /// Their segment numbers never decrease with the index: an append
+    /// replaces a suffix with entries in the newest segment.
     locations: Vec<Location>,
+    /// Every segment file, oldest first; the last one is the active segment.
+    segments: VecDeque<SegmentMeta>,
+    /// The latest `Reset` still on disk, if any.
+    reset: Option<ResetMark>,
+    /// During replay: whether the index the log starts from is known. It is
+    /// when replay starts at segment 1 (the log starts at 1) or has met a
+    /// `Reset`; after compaction deleted the first segments it is not, and
+    /// the replayed records themselves say where the log starts (see the
+    /// module docs, "Compaction and reset").
+    base_known: bool,
+}
+
+/// Where the latest `Reset` record is, and the snapshot it reset the log to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ResetMark {
+    seq: u64,
+    index: LogIndex,
+    term: Term,
+}
+
+/// What compaction needs to know about a segment, kept so that it can
+/// decide without reading the segment again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SegmentMeta {
+    seq: u64,
+    /// The largest index of any entry written to the segment since the last
+    /// `Reset`; `None` if there is none (only hard states, or everything in
+    /// it precedes a `Reset`).
+    max_index: Option<LogIndex>,
 }
 
 /// Where an entry lives: the record holding its batch.
@@ -209,6 +270,12 @@ struct Segment {
 enum Record<'a> {
     HardState(HardState),
     Entries(HardState, Vec<EntryRef<'a>>),
+    /// The log was discarded up to a snapshot ending at (`index`, `term`).
+    Reset {
+        hard_state: HardState,
+        index: LogIndex,
+        term: Term,
+    },
 }
 
 struct EntryRef<'a> {
@@ -241,11 +308,7 @@ impl FileStorage {
         let dir = dir.as_ref().to_path_buf();
         create_dir(&dir)?;
         let seqs = list_segments(&dir)?;
-        let mut log = LogMeta {
-            hard_state: HardState::default(),
-            first_index: 1,
-            locations: Vec::new(),
-        };
+        let mut log = LogMeta::new(seqs.first().is_none_or(|&seq| seq == 1));
         let mut active = None;
         for (i, &seq) in seqs.iter().enumerate() {
             let is_last = i + 1 == seqs.len();
@@ -257,12 +320,14 @@ impl FileStorage {
         }
         let active = match active {
             Some(segment) => segment,
-            None => Segment::create(&dir, 1)?,
+            None => {
+                log.add_segment(1);
+                Segment::create(&dir, 1)?
+            }
         };
         let mut storage = FileStorage {
             dir,
             options,
-            first_seq: seqs.first().copied().unwrap_or(1),
             active,
             log,
             failed: false,
@@ -274,7 +339,24 @@ impl FileStorage {
             encode_hard_state(&mut header, &storage.log.hard_state);
             storage.active.write_and_sync(&header)?;
         }
+        storage.finish_interrupted_reset()?;
         Ok(storage)
+    }
+
+    /// A crash between writing a `Reset` and deleting the segments before it
+    /// leaves them behind; their contents are dead, so delete them now.
+    fn finish_interrupted_reset(&mut self) -> Result<(), StorageError> {
+        let Some(reset_seq) = self.log.reset.map(|r| r.seq) else {
+            return Ok(());
+        };
+        if self.first_seq() < reset_seq {
+            tracing::info!(
+                dir = %self.dir.display(),
+                segments = ?(self.first_seq()..reset_seq),
+                "deleting WAL segments left behind by an interrupted reset"
+            );
+        }
+        self.delete_segments_before(reset_seq)
     }
 
     /// The directory this storage lives in.
@@ -282,6 +364,47 @@ impl FileStorage {
         &self.dir
     }
 
+    /// The oldest segment still on disk.
+    fn first_seq(&self) -> u64 {
+        self.log.segments.front().map_or(self.active.seq, |s| s.seq)
+    }
+
+    /// Refuses writes after a failed one (see the module docs, "Failures").
+    fn check_not_failed(&self) -> Result<(), StorageError> {
+        match self.failed {
+            false => Ok(()),
+            true => Err(StorageError::Io {
+                path: self.active.path.clone(),
+                source: io::Error::other("an earlier write failed; reopen the storage"),
+            }),
+        }
+    }
+
+    /// Creates segment `seq` and makes it the active one.
+    fn start_segment(&mut self, seq: u64) -> Result<(), StorageError> {
+        let next = Segment::create(&self.dir, seq)?;
+        tracing::debug!(path = %next.path.display(), "started a new WAL segment");
+        self.active = next; // the sealed segment's file is closed here
+        self.log.add_segment(seq);
+        Ok(())
+    }
+
+    /// Deletes every segment numbered below `seq`, oldest first, and forgets
+    /// the entries they held. The directory is fsynced after each file, so
+    /// that a crash leaves a contiguous run of segments, never a gap.
+    fn delete_segments_before(&mut self, seq: u64) -> Result<(), StorageError> {
+        while let Some(oldest) = self.log.segments.front().map(|s| s.seq) {
+            if oldest >= seq || oldest == self.active.seq {
+                break;
+            }
+            let path = segment_path(&self.dir, oldest);
+            fs::remove_file(&path).map_err(io_error(&path))?;
+            self.log.forget_segments_before(oldest + 1);
+            sync_dir(&self.dir)?;
+            tracing::debug!(path = %path.display(), "deleted a WAL segment");
+        }
+        Ok(())
+    }
     /// Writes one encoded record, first starting a new segment if the current
     /// one is full. Returns where the record landed once it is durable.
     fn append_record(&mut self, record: &[u8]) -> Result<Location, StorageError> {
@@ -289,9 +412,7 @@ impl FileStorage {
             && self.active.len + record.len() as u64 > self.options.segment_size;
         let mut buf = Vec::new();
         if full {
-            let next = Segment::create(&self.dir, self.active.seq + 1)?;
-            tracing::debug!(path = %next.path.display(), "started a new WAL segment");
-            self.active = next; // the sealed segment's file is closed here
+            self.start_segment(self.active.seq + 1)?;
             encode_hard_state(&mut buf, &self.log.hard_state);
         }
         let location = Location {
@@ -375,12 +496,7 @@ impl Storage for FileStorage {
         hard_state: Option<&HardState>,
         entries: &[LogEntry],
     ) -> Result<(), StorageError> {
-        if self.failed {
-            return Err(StorageError::Io {
-                path: self.active.path.clone(),
-                source: io::Error::other("an earlier write failed; reopen the storage"),
-            });
-        }
+        self.check_not_failed()?;
         if hard_state.is_none() && entries.is_empty() {
             return Ok(());
         }
@@ -432,22 +548,109 @@ impl Storage for FileStorage {
         }
         Ok(out)
     }
+
+    /// Deletes the oldest segments while every entry in them is `<= index`
+    /// (see the module docs, "Compaction and reset").
+    fn compact(&mut self, index: LogIndex) -> Result<(), StorageError> {
+        self.check_not_failed()?;
+        match self.log.first_kept_segment(index, self.active.seq) {
+            Some(keep) => self.delete_segments_before(keep),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a `Reset` record at the start of a new segment, then deletes
+    /// every older segment.
+    fn reset(&mut self, index: LogIndex, term: Term) -> Result<(), StorageError> {
+        self.check_not_failed()?;
+        if index == LogIndex::MAX {
+            return Err(StorageError::Invalid("reset to the largest index".into()));
+        }
+        let mut buf = Vec::new();
+        encode_hard_state(&mut buf, &self.log.hard_state);
+        encode_reset(&mut buf, &self.log.hard_state, index, term);
+        let seq = self.active.seq + 1;
+        self.start_segment(seq)
+            .and_then(|()| self.active.write_and_sync(&buf))
+            .inspect_err(|_| self.failed = true)?;
+        self.log.reset(ResetMark { seq, index, term });
+        self.delete_segments_before(seq)
+    }
 }
 
 impl fmt::Debug for FileStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileStorage")
             .field("dir", &self.dir)
-            .field("segments", &(self.first_seq..=self.active.seq))
+            .field("segments", &(self.first_seq()..=self.active.seq))
             .field("hard_state", &self.log.hard_state)
             .field("first_index", &self.log.first_index)
             .field("last_index", &self.log.last_index())
+            .field("reset", &self.log.reset)
             .field("failed", &self.failed)
             .finish()
     }
 }
 
 impl LogMeta {
+    fn new(base_known: bool) -> LogMeta {
+        LogMeta {
+            hard_state: HardState::default(),
+            first_index: 1,
+            locations: Vec::new(),
+            segments: VecDeque::new(),
+            reset: None,
+            base_known,
+        }
+    }
+
+    fn add_segment(&mut self, seq: u64) {
+        self.segments.push_back(SegmentMeta {
+            seq,
+            max_index: None,
+        });
+    }
+
+    /// The oldest segment that compaction up to `index` must keep: the
+    /// active one, one holding an entry above `index`, or the *anchor*, the
+    /// one that tells replay where the log ends (the segment of the last
+    /// entry, else of the latest `Reset`). Without the anchor, a replay of
+    /// the remaining segments could not know the log's last index.
+    fn first_kept_segment(&self, index: LogIndex, active_seq: u64) -> Option<u64> {
+        let anchor = self.locations.last().map(|l| l.seq);
+        let anchor = anchor.or(self.reset.map(|r| r.seq));
+        let keep = |s: &&SegmentMeta| {
+            s.seq == active_seq
+                || Some(s.seq) == anchor
+                || s.max_index.is_some_and(|max| max > index)
+        };
+        self.segments.iter().find(keep).map(|s| s.seq)
+    }
+
+    /// Forgets the segments numbered below `seq` (deleted) and the entries
+    /// located in them: a prefix of the log, as locations are in segment order.
+    fn forget_segments_before(&mut self, seq: u64) {
+        while self.segments.front().is_some_and(|s| s.seq < seq) {
+            self.segments.pop_front();
+        }
+        let gone = self.locations.iter().take_while(|l| l.seq < seq).count();
+        self.locations.drain(..gone);
+        self.first_index += gone as LogIndex;
+    }
+
+    /// Empties the log, which now follows the snapshot ending at
+    /// `mark.index` (`< LogIndex::MAX`). Everything written before the
+    /// `Reset` is dead.
+    fn reset(&mut self, mark: ResetMark) {
+        self.first_index = mark.index + 1;
+        self.locations.clear();
+        self.reset = Some(mark);
+        self.base_known = true;
+        for segment in &mut self.segments {
+            segment.max_index = None;
+        }
+    }
+
     fn last_index(&self) -> LogIndex {
         self.first_index + self.locations.len() as LogIndex - 1
     }
@@ -471,16 +674,36 @@ impl LogMeta {
         Ok(())
     }
 
-    /// Records `count` entries from `first` (already checked) at `location`,
-    /// discarding entries at or after `first` (§5.3).
+    /// Records `count` (> 0) entries from `first` (already checked) at
+    /// `location`, in the newest segment, discarding entries at or after
+    /// `first` (§5.3).
     fn record_append(&mut self, first: LogIndex, count: usize, location: Location) {
         self.locations.truncate((first - self.first_index) as usize);
         self.locations.extend(std::iter::repeat_n(location, count));
+        let last = first + (count as LogIndex).saturating_sub(1);
+        if let Some(segment) = self.segments.back_mut() {
+            segment.max_index = Some(segment.max_index.map_or(last, |max| max.max(last)));
+        }
+    }
+
+    /// Like [`check_append`](Self::check_append), for a batch met during
+    /// replay. While the base is unknown (the segments before the first one
+    /// left were compacted away), the first batch starts the log, and so does
+    /// a batch starting below it: it rewrote entries whose older copies were
+    /// in the deleted segments.
+    fn check_replayed_append(&mut self, first: LogIndex) -> Result<(), String> {
+        if !self.base_known && (self.locations.is_empty() || first < self.first_index) {
+            self.first_index = first;
+            self.locations.clear();
+            return Ok(());
+        }
+        self.check_append(first)
     }
 
     /// Replays every record of `segment`. Only the last segment may end in a
     /// torn write, which is cut off here.
     fn replay_segment(&mut self, segment: &mut Segment, is_last: bool) -> Result<(), StorageError> {
+        self.add_segment(segment.seq);
         let mut offset = 0;
         loop {
             match segment.read_frame(offset)? {
@@ -517,12 +740,21 @@ impl LogMeta {
         let bad = |reason: String| corruption(&segment.path, offset, reason);
         match decode_record(payload).map_err(bad)? {
             Record::HardState(hs) => self.hard_state = hs,
-            Record::Entries(..) if offset == 0 => {
+            Record::Entries(..) | Record::Reset { .. } if offset == 0 => {
                 return Err(bad("segment does not start with a hard state".into()));
+            }
+            Record::Reset {
+                hard_state,
+                index,
+                term,
+            } => {
+                let seq = segment.seq;
+                self.reset(ResetMark { seq, index, term });
+                self.hard_state = hard_state;
             }
             Record::Entries(hs, entries) => {
                 let first = entries.first().map_or(0, |e| e.index);
-                self.check_append(first).map_err(bad)?;
+                self.check_replayed_append(first).map_err(bad)?;
                 let location = Location {
                     seq: segment.seq,
                     offset,
@@ -705,6 +937,15 @@ fn encode_entries(
     Ok(())
 }
 
+/// Appends a framed `Reset` record to `buf`.
+fn encode_reset(buf: &mut Vec<u8>, hs: &HardState, index: LogIndex, term: Term) {
+    let start = begin_record(buf, TYPE_RESET);
+    put_hard_state(buf, hs);
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(&term.to_le_bytes());
+    finish_record(buf, start);
+}
+
 /// Reserves the header and writes the type byte; returns the record start.
 fn begin_record(buf: &mut Vec<u8>, record_type: u8) -> usize {
     let start = buf.len();
@@ -783,6 +1024,7 @@ fn decode_record(payload: &[u8]) -> Result<Record<'_>, String> {
             let hs = decode_hard_state(&mut d)?;
             Record::Entries(hs, decode_entries(&mut d)?)
         }
+        TYPE_RESET => decode_reset(&mut d)?,
         other => return Err(format!("unknown record type {other}")),
     };
     match d.remaining() {
@@ -795,6 +1037,20 @@ fn decode_hard_state(d: &mut Decoder<'_>) -> Result<HardState, String> {
     let term = d.u64()?;
     let voted_for = Some(d.u64()?).filter(|&id| id != 0);
     Ok(HardState { term, voted_for })
+}
+
+fn decode_reset<'a>(d: &mut Decoder<'_>) -> Result<Record<'a>, String> {
+    let hard_state = decode_hard_state(d)?;
+    let index = d.u64()?;
+    let term = d.u64()?;
+    if index == LogIndex::MAX {
+        return Err("reset to the largest index".into());
+    }
+    Ok(Record::Reset {
+        hard_state,
+        index,
+        term,
+    })
 }
 
 /// Decodes a non-empty batch of consecutive entries.
@@ -815,8 +1071,9 @@ fn decode_entries<'a>(d: &mut Decoder<'a>) -> Result<Vec<EntryRef<'a>>, String> 
         let data = d.take(data_len)?;
         let expected = entries
             .last()
-            .map_or(index, |prev: &EntryRef| prev.index + 1);
-        if index == 0 || index != expected {
+            .map_or(Some(index), |prev: &EntryRef| prev.index.checked_add(1));
+        if index == 0 || Some(index) != expected {
+            let expected = expected.map_or("none".into(), |i| i.to_string());
             return Err(format!("entry index {index} where {expected} was expected"));
         }
         entries.push(EntryRef {
@@ -845,8 +1102,9 @@ fn parse_segment_name(name: &str) -> Option<u64> {
 }
 
 /// The segment numbers in `dir`, ascending. Files without the `.wal`
-/// extension are ignored; a missing number in the sequence is corruption, as
-/// the log in that file would be lost.
+/// extension are ignored. The run may start above 1 (compaction deleted the
+/// first segments), but a missing number within it is corruption, as the log
+/// in that file would be lost.
 fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
     let mut seqs = Vec::new();
     for dirent in fs::read_dir(dir).map_err(io_error(dir))? {
@@ -876,7 +1134,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
 }
 
 /// Creates `dir` if needed and makes its entry in the parent durable.
-fn create_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn create_dir(dir: &Path) -> Result<(), StorageError> {
     if dir.is_dir() {
         return Ok(());
     }
@@ -888,19 +1146,19 @@ fn create_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 /// fsync on a directory makes the entries created in it durable.
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StorageError> {
     let on_err = io_error(dir);
     File::open(dir).and_then(|d| d.sync_all()).map_err(on_err)
 }
 
-fn io_error(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {
+pub(crate) fn io_error(path: &Path) -> impl Fn(io::Error) -> StorageError + '_ {
     move |source| StorageError::Io {
         path: path.to_path_buf(),
         source,
     }
 }
 
-fn corruption(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
+pub(crate) fn corruption(path: &Path, offset: u64, reason: impl Into<String>) -> StorageError {
     StorageError::Corruption {
         path: path.to_path_buf(),
         offset,

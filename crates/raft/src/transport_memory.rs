@@ -228,7 +228,11 @@ impl Transport for InMemoryTransport {
         to: NodeId,
         args: InstallSnapshotArgs,
     ) -> Result<InstallSnapshotReply, TransportError> {
-        match self.net.call(self.me, to, Rpc::InstallSnapshot(args)).await? {
+        match self
+            .net
+            .call(self.me, to, Rpc::InstallSnapshot(args))
+            .await?
+        {
             Rpc::InstallSnapshotReply(r) => Ok(r),
             _ => Err(TransportError::ConnectionFailed(to)),
         }

@@ -396,3 +396,29 @@ fn a_malformed_append_entries_is_refused_without_panicking() {
         assert_eq!(terms(&c), vec![1, 1], "nothing was appended");
     }
 }
+
+#[test]
+fn a_follower_that_lost_acknowledged_entries_is_probed_again_from_its_end() {
+    // A follower whose data dir was wiped answers a heartbeat at its old
+    // match index with "my log is empty": the leader must start over.
+    let mut cl = Cluster::new(3, config(false, false));
+    cl.elect(1);
+    for i in 0..5 {
+        cl.propose(1, &[i]);
+    }
+    cl.deliver();
+    let (peer, matched, _) = cl.core(1).replication_progress()[0];
+    assert!(matched >= 6);
+    let term = cl.core(1).term();
+    cl.core_mut(1).step(Message {
+        from: peer,
+        to: 1,
+        rpc: rejection(term, matched, 1, None).rpc,
+    });
+    let (_, matched2, next2) = cl.core(1).replication_progress()[0];
+    assert_eq!(
+        (matched2, next2),
+        (0, 1),
+        "probing from the follower's (empty) log"
+    );
+}

@@ -1,13 +1,15 @@
 //! Tests of `FileStorage`, the write-ahead log: restart, conflict truncation,
-//! segment roll-over, and the recovery rule that tells a torn write at the
-//! tail (repaired) from corruption (refused).
+//! segment roll-over, the recovery rule that tells a torn write at the tail
+//! (repaired) from corruption (refused), and log compaction (`compact`,
+//! `reset`), which `MemoryStorage` is checked against too.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use raft::{
-    EntryKind, FileStorage, FileStorageOptions, HardState, LogEntry, Storage, StorageError,
+    EntryKind, FileStorage, FileStorageOptions, HardState, LogEntry, LogIndex, MemoryStorage,
+    RecoveredState, Storage, StorageError, Term,
 };
 
 // ---- Helpers ----------------------------------------------------------------
@@ -739,4 +741,599 @@ fn random_crash_points_with_zeros_or_garbage_after_the_cut() {
     // Most garbage is refused (its length field is absurd); some must recover,
     // or this test would not exercise recovery at all.
     assert!(recovered > 10, "only {recovered} garbage tails recovered");
+}
+
+// ---- Compaction ---------------------------------------------------------------
+
+/// The number in a segment file's name.
+fn seq_of(path: &Path) -> u64 {
+    let name = path.file_stem().and_then(|s| s.to_str()).unwrap();
+    name.parse().unwrap()
+}
+
+fn seqs(dir: &Path) -> Vec<u64> {
+    segments(dir).iter().map(|p| seq_of(p)).collect()
+}
+
+/// Persists `batch` and notes, per segment, the largest index written to it.
+fn persist_tracked(
+    storage: &mut FileStorage,
+    model: &mut Model,
+    max_index: &mut std::collections::BTreeMap<u64, u64>,
+    hs: Option<HardState>,
+    batch: &[LogEntry],
+) {
+    persist(storage, model, hs, batch);
+    if let Some(last) = batch.last() {
+        let seq = seq_of(&last_segment(storage.dir()));
+        let max = max_index.entry(seq).or_insert(0);
+        *max = (*max).max(last.index);
+    }
+}
+
+fn invalid<T: std::fmt::Debug>(result: Result<T, StorageError>) -> bool {
+    matches!(result, Err(StorageError::Invalid(_)))
+}
+
+/// The model's entries from `first` on.
+fn suffix(model: &Model, first: u64) -> Vec<LogEntry> {
+    model.0 .1[first as usize - 1..].to_vec()
+}
+
+/// Checks `storage` (and a reopened copy) against the model's suffix from
+/// its first index.
+fn check_suffix(storage: &mut FileStorage, model: &Model, options: &FileStorageOptions) {
+    let first = storage.first_index();
+    assert_eq!(storage.last_index(), model.last_index());
+    let state = storage.recover().unwrap();
+    assert_eq!(state.hard_state, model.0 .0);
+    assert_eq!(state.entries, suffix(model, first));
+    let reopened = FileStorage::open_with(storage.dir(), options.clone()).unwrap();
+    assert_eq!(
+        (reopened.first_index(), reopened.last_index()),
+        (first, model.last_index()),
+        "reopened {:?}",
+        seqs(storage.dir())
+    );
+    let (_, log) = reopen(storage.dir(), options);
+    assert_eq!(log, RecoveredLog(model.0 .0, suffix(model, first)));
+}
+
+#[test]
+fn compact_deletes_only_whole_covered_segments_and_recovery_still_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(300);
+    let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+    let (mut model, mut max_index) = (Model::default(), Default::default());
+    persist_tracked(
+        &mut storage,
+        &mut model,
+        &mut max_index,
+        Some(hs(3, Some(2))),
+        &[],
+    );
+    for i in 0..20 {
+        let batch = entries(3, i * 3 + 1..=i * 3 + 3);
+        persist_tracked(&mut storage, &mut model, &mut max_index, None, &batch);
+    }
+    persist_tracked(
+        &mut storage,
+        &mut model,
+        &mut max_index,
+        Some(hs(4, None)),
+        &[],
+    );
+    let before = seqs(dir.path());
+    assert!(before.len() >= 8, "{before:?}");
+
+    let c = 31;
+    let expected_kept: Vec<u64> = before
+        .iter()
+        .copied()
+        .skip_while(|seq| max_index.get(seq).is_none_or(|&max| max <= c))
+        .collect();
+    assert!(expected_kept.len() < before.len() && expected_kept.len() > 1);
+    storage.compact(c).unwrap();
+    assert_eq!(
+        seqs(dir.path()),
+        expected_kept,
+        "segments on disk after compact({c})"
+    );
+
+    // The first entry left is the first one written to the first segment left.
+    let first = storage.first_index();
+    assert!(first > 1 && first <= c + 1, "first index {first}");
+    assert_eq!(max_index[&(expected_kept[0] - 1)] + 1, first);
+    assert!(invalid(storage.entries(first - 1, first)));
+    assert!(invalid(storage.entries(1, 3)));
+    assert_eq!(storage.entries(first, 61).unwrap(), suffix(&model, first));
+    check_suffix(&mut storage, &model, &options);
+
+    // Compacting again at the same index, or below, changes nothing.
+    storage.compact(c).unwrap();
+    storage.compact(2).unwrap();
+    assert_eq!(seqs(dir.path()), expected_kept);
+
+    // Appends continue, and a restart sees them after the compacted prefix.
+    let (mut storage, _) = reopen(dir.path(), &options);
+    persist(
+        &mut storage,
+        &mut model,
+        Some(hs(5, Some(1))),
+        &entries(5, 61..=70),
+    );
+    check_suffix(&mut storage, &model, &options);
+}
+
+#[test]
+fn compact_never_drops_entries_after_the_index() {
+    // Random batches (with conflicts that rewrite suffixes, and batches that
+    // straddle segments), then compaction in steps, with appends in between.
+    for seed in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let options = small_segments([250, 600, 2000][seed as usize % 3]);
+        let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+        let mut model = Model::default();
+        let mut rng = Rng::new(seed);
+        let mut compacted_to = 0;
+        for round in 0..6 {
+            let target = model.last_index() + 40;
+            while model.last_index() < target {
+                let (hard_state, batch) = random_batch(&mut rng, &model);
+                // Committed entries are never rewritten: no conflict reaches
+                // into what was compacted.
+                if batch.first().is_some_and(|e| e.index <= compacted_to) {
+                    continue;
+                }
+                persist(&mut storage, &mut model, hard_state, &batch);
+            }
+            let c = compacted_to + rng.below(model.last_index() - compacted_to + 5);
+            let files_before = seqs(dir.path());
+            storage.compact(c).unwrap();
+            compacted_to = compacted_to.max(c.min(model.last_index()));
+            let first = storage.first_index();
+            assert!(
+                first <= c + 1,
+                "seed {seed} round {round}: compact({c}) dropped up to {first}"
+            );
+            let files = seqs(dir.path());
+            assert!(files_before.ends_with(&files), "only a prefix is deleted");
+            check_suffix(&mut storage, &model, &options);
+            if round % 2 == 1 {
+                storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+            }
+        }
+        assert!(
+            storage.first_index() > 1,
+            "seed {seed}: nothing was ever compacted"
+        );
+    }
+}
+
+#[test]
+fn compaction_after_a_conflict_keeps_the_rewritten_entries() {
+    // Segment 1: entries 1..=10. Segment 2: 11..=15, then a conflict rewrites
+    // 8..=9. Segment 3: 10..=20. Compacting to 10 deletes segment 1; replay of
+    // segment 2 meets 11..=15 first and then 8..=9, below it: they must win.
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(400);
+    let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+    let mut model = Model::default();
+    let segment_of_next_write = |s: &FileStorage| seq_of(&last_segment(s.dir()));
+    persist(&mut storage, &mut model, None, &entries(1, 1..=10));
+    assert_eq!(segment_of_next_write(&storage), 1);
+    persist(
+        &mut storage,
+        &mut model,
+        Some(hs(2, None)),
+        &entries(1, 11..=15),
+    );
+    persist(&mut storage, &mut model, None, &entries(2, 8..=9));
+    assert_eq!(segment_of_next_write(&storage), 2);
+    persist(&mut storage, &mut model, None, &entries(2, 10..=20));
+    assert_eq!(seqs(dir.path()), [1, 2, 3]);
+
+    storage.compact(10).unwrap();
+    assert_eq!(seqs(dir.path()), [2, 3]);
+    assert_eq!(storage.first_index(), 8);
+    check_suffix(&mut storage, &model, &options);
+}
+
+#[test]
+fn compaction_keeps_the_segment_that_says_where_the_log_ends() {
+    // After the last entry, only hard states: deleting every segment with
+    // entries would leave nothing to tell a restart that the log ends at 6.
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(120);
+    let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+    let mut model = Model::default();
+    persist(&mut storage, &mut model, None, &entries(1, 1..=3));
+    persist(&mut storage, &mut model, None, &entries(1, 4..=6));
+    let last_entry_segment = seq_of(&last_segment(dir.path()));
+    for term in 2..30 {
+        persist(&mut storage, &mut model, Some(hs(term, Some(1))), &[]);
+    }
+    assert!(seqs(dir.path()).len() > last_entry_segment as usize + 2);
+
+    storage.compact(6).unwrap();
+    assert_eq!(seqs(dir.path())[0], last_entry_segment);
+    assert_eq!(storage.last_index(), 6);
+    check_suffix(&mut storage, &model, &options);
+    let (mut storage, _) = reopen(dir.path(), &options);
+    persist(&mut storage, &mut model, None, &entries(30, 7..=7));
+    check_suffix(&mut storage, &model, &options);
+}
+
+#[test]
+fn segment_numbers_may_start_above_one_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(200);
+    let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+    let mut model = Model::default();
+    for i in 0..15 {
+        persist(
+            &mut storage,
+            &mut model,
+            None,
+            &entries(1, i * 2 + 1..=i * 2 + 2),
+        );
+    }
+    storage.compact(20).unwrap();
+    let kept = seqs(dir.path());
+    assert!(kept[0] > 1, "{kept:?}");
+    drop(storage);
+
+    let (mut storage, log) = reopen(dir.path(), &options);
+    let first = storage.first_index();
+    assert_eq!(log.1, suffix(&model, first));
+    for i in 15..30 {
+        persist(
+            &mut storage,
+            &mut model,
+            None,
+            &entries(1, i * 2 + 1..=i * 2 + 2),
+        );
+    }
+    let files = seqs(dir.path());
+    assert_eq!(files[0], kept[0]);
+    let consecutive: Vec<u64> = (files[0]..files[0] + files.len() as u64).collect();
+    assert_eq!(files, consecutive);
+    check_suffix(&mut storage, &model, &options);
+}
+
+#[test]
+fn a_gap_between_segments_is_still_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(200);
+    let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
+    for i in 0..20 {
+        let batch = entries(1, i * 2 + 1..=i * 2 + 2);
+        storage.persist(None, &batch).unwrap();
+    }
+    storage.compact(16).unwrap();
+    drop(storage);
+    let files = segments(dir.path());
+    assert!(seq_of(&files[0]) > 1 && files.len() >= 4, "{files:?}");
+    fs::remove_file(&files[2]).unwrap();
+    let (path, offset, text) = corruption(FileStorage::open_with(dir.path(), options));
+    assert_eq!((&path, offset), (&files[3], 0), "{text}");
+    assert!(text.contains("is missing"), "{text}");
+}
+
+// ---- Reset ------------------------------------------------------------------------
+
+/// A log of 30 entries over several segments, hard state (2, Some(1)).
+fn thirty_entries(dir: &Path, options: &FileStorageOptions) -> FileStorage {
+    let mut storage = FileStorage::open_with(dir, options.clone()).unwrap();
+    storage.persist(Some(&hs(2, Some(1))), &[]).unwrap();
+    for i in 0..10 {
+        storage
+            .persist(None, &entries(2, i * 3 + 1..=i * 3 + 3))
+            .unwrap();
+    }
+    storage
+}
+
+#[test]
+fn reset_discards_the_log_and_next_append_continues_after_the_snapshot_index() {
+    // A snapshot beyond the log (a lagging follower), and one inside it.
+    for snapshot_index in [50, 12] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = small_segments(300);
+        let mut storage = thirty_entries(dir.path(), &options);
+        let old = seqs(dir.path());
+        assert!(old.len() > 2);
+
+        storage.reset(snapshot_index, 4).unwrap();
+        let new_seq = old.last().unwrap() + 1;
+        assert_eq!(seqs(dir.path()), [new_seq], "older segments are deleted");
+        let empty = RecoveredLog(hs(2, Some(1)), Vec::new());
+        for s in [&mut storage, &mut reopen(dir.path(), &options).0] {
+            assert_eq!(s.first_index(), snapshot_index + 1);
+            assert_eq!(s.last_index(), snapshot_index);
+            let state = s.recover().unwrap();
+            assert_eq!(RecoveredLog(state.hard_state, state.entries), empty);
+            let next = snapshot_index + 1;
+            assert_eq!(s.entries(next, next).unwrap(), []);
+            assert!(invalid(s.entries(snapshot_index, next)));
+            // Only index + 1 follows: no gap, no rewrite of the snapshot.
+            assert!(invalid(s.persist(None, &entries(4, next + 1..=next + 2))));
+            assert!(invalid(s.persist(None, &entries(4, snapshot_index..=next))));
+            assert!(invalid(s.persist(None, &entries(4, 1..=3))));
+        }
+
+        let next = snapshot_index + 1;
+        let mut expected = entries(4, next..=next + 9);
+        storage.persist(Some(&hs(4, None)), &expected).unwrap();
+        storage
+            .persist(None, &entries(5, next + 10..=next + 20))
+            .unwrap();
+        expected.extend(entries(5, next + 10..=next + 20));
+        drop(storage);
+        let (mut storage, log) = reopen(dir.path(), &options);
+        assert_eq!(log, RecoveredLog(hs(4, None), expected.clone()));
+        assert_eq!(storage.first_index(), next);
+
+        // Compaction after a reset, and a second reset.
+        storage.compact(next + 15).unwrap();
+        assert!(storage.first_index() <= next + 16);
+        storage.reset(next + 100, 9).unwrap();
+        drop(storage);
+        let (storage, log) = reopen(dir.path(), &options);
+        assert_eq!(log, RecoveredLog(hs(4, None), Vec::new()));
+        assert_eq!(storage.last_index(), next + 100);
+    }
+}
+
+#[test]
+fn compaction_after_a_reset_keeps_the_reset_until_entries_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(120);
+    let mut storage = thirty_entries(dir.path(), &options);
+    storage.reset(40, 3).unwrap();
+    for term in 3..20 {
+        storage.persist(Some(&hs(term, None)), &[]).unwrap();
+    }
+    let reset_seq = seqs(dir.path())[0];
+    storage.compact(1000).unwrap();
+    assert_eq!(
+        seqs(dir.path())[0],
+        reset_seq,
+        "the reset says where the log ends"
+    );
+    let (mut storage, log) = reopen(dir.path(), &options);
+    assert_eq!(log, RecoveredLog(hs(19, None), Vec::new()));
+    assert_eq!(storage.last_index(), 40);
+
+    storage.persist(None, &entries(19, 41..=42)).unwrap();
+    for term in 20..30 {
+        storage.persist(Some(&hs(term, None)), &[]).unwrap();
+    }
+    storage.compact(42).unwrap();
+    assert!(seqs(dir.path())[0] > reset_seq, "now the entries say it");
+    let (storage, log) = reopen(dir.path(), &options);
+    assert_eq!(log, RecoveredLog(hs(29, None), entries(19, 41..=42)));
+    assert_eq!(storage.first_index(), 41);
+}
+
+#[test]
+fn crash_after_reset_before_old_segments_are_deleted_recovers_to_the_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(300);
+    let mut storage = thirty_entries(dir.path(), &options);
+    let saved = tempfile::tempdir().unwrap();
+    for file in segments(dir.path()) {
+        fs::copy(&file, saved.path().join(file.file_name().unwrap())).unwrap();
+    }
+    storage.reset(25, 3).unwrap();
+    drop(storage);
+    // The crash: the reset segment is on disk, the deletions never happened.
+    let reset_segment = last_segment(dir.path());
+    for file in segments(saved.path()) {
+        fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+    }
+    assert!(segments(dir.path()).len() > 2);
+
+    let (mut storage, log) = reopen(dir.path(), &options);
+    assert_eq!(log, RecoveredLog(hs(2, Some(1)), Vec::new()));
+    assert_eq!((storage.first_index(), storage.last_index()), (26, 25));
+    assert_eq!(
+        segments(dir.path()),
+        [reset_segment],
+        "open finishes the reset"
+    );
+    storage.persist(None, &entries(3, 26..=27)).unwrap();
+    drop(storage);
+    assert_eq!(
+        reopen(dir.path(), &options).1,
+        RecoveredLog(hs(2, Some(1)), entries(3, 26..=27))
+    );
+}
+
+#[test]
+fn crash_while_writing_the_reset_keeps_the_old_log() {
+    // The reset segment was created, then its write was torn or never landed:
+    // reset had not returned, so the old log must come back whole.
+    for cut in [0, 10, 30, 40] {
+        let dir = tempfile::tempdir().unwrap();
+        let options = small_segments(300);
+        let storage = thirty_entries(dir.path(), &options);
+        drop(storage);
+        let (_, before) = reopen(dir.path(), &options);
+        let saved = tempfile::tempdir().unwrap();
+        for file in segments(dir.path()) {
+            fs::copy(&file, saved.path().join(file.file_name().unwrap())).unwrap();
+        }
+        let (mut storage, _) = reopen(dir.path(), &options);
+        storage.reset(25, 3).unwrap();
+        drop(storage);
+        let reset_segment = last_segment(dir.path());
+        let full = file_len(&reset_segment);
+        assert!(cut < full, "{cut} < {full}");
+        set_len(&reset_segment, cut);
+        for file in segments(saved.path()) {
+            fs::copy(&file, dir.path().join(file.file_name().unwrap())).unwrap();
+        }
+
+        let (mut storage, log) = reopen(dir.path(), &options);
+        assert_eq!(log, before, "cut at {cut}");
+        storage.persist(None, &entries(2, 31..=31)).unwrap();
+        assert_eq!(storage.last_index(), 31);
+    }
+}
+
+#[test]
+fn a_reset_record_in_a_sealed_segment_is_checked_like_any_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments(200);
+    let mut storage = thirty_entries(dir.path(), &options);
+    storage.reset(40, 3).unwrap();
+    for i in 0..10 {
+        storage
+            .persist(None, &entries(3, 41 + i * 2..=42 + i * 2))
+            .unwrap();
+    }
+    drop(storage);
+    let files = segments(dir.path());
+    assert!(files.len() > 2);
+    // The Reset record follows the 25-byte hard-state header.
+    flip_byte(&files[0], 25 + 8 + 20);
+    let (path, offset, _) = corruption(FileStorage::open_with(dir.path(), options));
+    assert_eq!((path, offset), (files[0].clone(), 25));
+}
+
+// ---- The compaction contract, for every Storage ------------------------------------
+
+/// Runs `compact` and `reset` through their contract on any storage.
+fn compaction_contract(storage: &mut dyn Storage, name: &str) {
+    storage
+        .persist(Some(&hs(1, Some(1))), &entries(1, 1..=10))
+        .unwrap();
+    storage.compact(0).unwrap();
+    assert_eq!(storage.first_index(), 1, "{name}: compact(0) is a no-op");
+    storage.compact(4).unwrap();
+    let first = storage.first_index();
+    assert!((1..=5).contains(&first), "{name}: first {first}");
+    assert_eq!(
+        storage.last_index(),
+        10,
+        "{name}: compaction keeps last_index"
+    );
+    assert_eq!(
+        storage.entries(5, 11).unwrap(),
+        entries(1, 5..=10),
+        "{name}"
+    );
+    if first > 1 {
+        assert!(invalid(storage.entries(first - 1, 11)), "{name}");
+    }
+    let state = storage.recover().unwrap();
+    assert_eq!(state.entries, entries(1, first..=10), "{name}");
+
+    // A conflict after the compacted prefix still truncates.
+    storage.persist(None, &entries(2, 8..=12)).unwrap();
+    assert_eq!(storage.entries(7, 13).unwrap()[1..], entries(2, 8..=12));
+    // Compacting past the end keeps last_index: the next append is still 13.
+    storage.compact(100).unwrap();
+    assert_eq!(storage.last_index(), 12, "{name}");
+    storage.persist(None, &entries(2, 13..=13)).unwrap();
+
+    storage.reset(20, 3).unwrap();
+    assert_eq!(
+        (storage.first_index(), storage.last_index()),
+        (21, 20),
+        "{name}"
+    );
+    let state = storage.recover().unwrap();
+    assert_eq!(
+        state.hard_state,
+        hs(1, Some(1)),
+        "{name}: reset keeps the vote"
+    );
+    assert!(state.entries.is_empty(), "{name}");
+    assert!(
+        invalid(storage.persist(None, &entries(3, 22..=22))),
+        "{name}"
+    );
+    assert!(
+        invalid(storage.persist(None, &entries(3, 20..=21))),
+        "{name}"
+    );
+    storage.persist(None, &entries(3, 21..=22)).unwrap();
+    assert_eq!(storage.recover().unwrap().entries, entries(3, 21..=22));
+}
+
+#[test]
+fn memory_and_file_storage_follow_the_compaction_contract() {
+    compaction_contract(&mut MemoryStorage::new(), "memory");
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = FileStorage::open_with(dir.path(), small_segments(150)).unwrap();
+    compaction_contract(&mut file, "file");
+}
+
+#[test]
+fn memory_storage_compacts_exactly_and_keeps_its_helpers() {
+    let mut storage = MemoryStorage::with_state(hs(2, Some(1)), entries(1, 1..=10));
+    storage.compact(4).unwrap();
+    assert_eq!((storage.first_index(), storage.last_index()), (5, 10));
+    assert_eq!(storage.log(), entries(1, 5..=10));
+    assert!(invalid(storage.entries(4, 6)));
+    assert!(invalid(storage.persist(None, &entries(2, 4..=4))));
+    storage.compact(10).unwrap();
+    assert_eq!((storage.first_index(), storage.last_index()), (11, 10));
+    assert_eq!(storage.log(), []);
+    assert_eq!(storage.hard_state(), hs(2, Some(1)));
+
+    // A log that starts after a snapshot, as a restarted node would hold it.
+    let mut restarted = MemoryStorage::with_state(hs(3, None), entries(3, 21..=25));
+    assert_eq!((restarted.first_index(), restarted.last_index()), (21, 25));
+    assert_eq!(restarted.recover().unwrap().entries, entries(3, 21..=25));
+
+    restarted.set_fail_writes(true);
+    assert!(matches!(
+        restarted.compact(22),
+        Err(StorageError::Io { .. })
+    ));
+    assert!(matches!(
+        restarted.reset(30, 3),
+        Err(StorageError::Io { .. })
+    ));
+    assert_eq!(
+        restarted.first_index(),
+        21,
+        "a failed write changes nothing"
+    );
+    restarted.set_fail_writes(false);
+    restarted.reset(30, 3).unwrap();
+    assert_eq!(restarted.log(), []);
+    assert_eq!((restarted.first_index(), restarted.last_index()), (31, 30));
+}
+
+#[test]
+fn storages_written_before_compaction_existed_get_safe_defaults() {
+    /// Implements only the methods that existed before compaction.
+    struct Legacy(MemoryStorage);
+    impl Storage for Legacy {
+        fn recover(&mut self) -> Result<RecoveredState, StorageError> {
+            self.0.recover()
+        }
+        fn persist(&mut self, h: Option<&HardState>, e: &[LogEntry]) -> Result<(), StorageError> {
+            self.0.persist(h, e)
+        }
+        fn first_index(&self) -> LogIndex {
+            self.0.first_index()
+        }
+        fn last_index(&self) -> LogIndex {
+            self.0.last_index()
+        }
+        fn entries(&self, lo: LogIndex, hi: LogIndex) -> Result<Vec<LogEntry>, StorageError> {
+            self.0.entries(lo, hi)
+        }
+    }
+    let mut legacy = Legacy(MemoryStorage::with_state(hs(1, None), entries(1, 1..=5)));
+    legacy.compact(3).unwrap(); // keeping everything is allowed
+    assert_eq!(legacy.first_index(), 1);
+    let term: Term = 1;
+    assert!(invalid(legacy.reset(5, term)), "reset cannot be faked");
+    assert_eq!(legacy.last_index(), 5);
 }

@@ -45,6 +45,8 @@ pub struct FileSettings {
     pub max_clients: Option<usize>,
     pub max_key_bytes: Option<usize>,
     pub max_value_bytes: Option<usize>,
+    pub snapshot_entries: Option<u64>,
+    pub snapshots_keep: Option<usize>,
 }
 
 impl FileSettings {
@@ -74,6 +76,8 @@ impl FileSettings {
             max_clients: self.max_clients.or(file.max_clients),
             max_key_bytes: self.max_key_bytes.or(file.max_key_bytes),
             max_value_bytes: self.max_value_bytes.or(file.max_value_bytes),
+            snapshot_entries: self.snapshot_entries.or(file.snapshot_entries),
+            snapshots_keep: self.snapshots_keep.or(file.snapshots_keep),
         }
     }
 }
@@ -186,6 +190,8 @@ impl ServerConfig {
             heartbeat_interval: Duration::from_millis(heartbeat),
             election_timeout_min: Duration::from_millis(emin),
             election_timeout_max: Duration::from_millis(emax),
+            snapshot_after_entries: s.snapshot_entries.unwrap_or(100_000),
+            snapshots_to_keep: s.snapshots_keep.unwrap_or(2),
             ..RaftConfig::default()
         };
         raft.validate()

@@ -6,9 +6,10 @@
 //! `apply` is deterministic: it reads nothing but the command and the current
 //! map, so every replica that applies the same log reaches the same state.
 
-use std::collections::HashMap;
+use std::io::{Read, Write};
 
-use raft::{LogIndex, StateMachine};
+use bytes::Bytes;
+use raft::{LogIndex, SnapshotWriter, StateMachine};
 use serde::{Deserialize, Serialize};
 
 /// A write. Each is one log entry; MSET is one entry, hence atomic.
@@ -63,9 +64,16 @@ pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
 
 /// The replicated map.
+///
+/// An immutable hash array mapped trie (`imbl::HashMap`): cloning it is O(1)
+/// and the clone shares structure with the original, so a snapshot is a
+/// clone taken between two applies and written out on another thread while
+/// applying goes on (copy-on-write at the granularity of trie nodes). Keys
+/// and values are `Bytes`, so copying a trie node copies reference counts,
+/// not data.
 #[derive(Debug, Default, Clone)]
 pub struct KvStore {
-    map: HashMap<Vec<u8>, Vec<u8>>,
+    map: imbl::HashMap<Bytes, Bytes>,
 }
 
 impl KvStore {
@@ -81,24 +89,24 @@ impl KvStore {
         self.map.is_empty()
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        self.map.get(key)
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(|v| v.as_ref())
     }
 
     /// Applies one write (the pure part of `apply`).
     pub fn execute(&mut self, cmd: KvCommand) -> KvOutput {
         match cmd {
             KvCommand::Set { key, value } => {
-                self.map.insert(key, value);
+                self.map.insert(key.into(), value.into());
                 KvOutput::Ok
             }
             KvCommand::SetIfEq {
                 key,
                 value,
                 expected,
-            } => match self.map.get_mut(&key) {
-                Some(current) if *current == expected => {
-                    *current = value;
+            } => match self.map.get(key.as_slice()) {
+                Some(current) if current.as_ref() == expected.as_slice() => {
+                    self.map.insert(key.into(), value.into());
                     KvOutput::Ok
                 }
                 _ => KvOutput::Nil,
@@ -106,14 +114,14 @@ impl KvStore {
             KvCommand::Del { keys } => {
                 let removed = keys
                     .iter()
-                    .filter(|k| self.map.remove(*k).is_some())
+                    .filter(|k| self.map.remove(k.as_slice()).is_some())
                     .count();
                 KvOutput::Integer(removed as i64)
             }
             KvCommand::IncrBy { key, by } => self.incr_by(key, by),
             KvCommand::MSet { pairs } => {
                 for (k, v) in pairs {
-                    self.map.insert(k, v);
+                    self.map.insert(k.into(), v.into());
                 }
                 KvOutput::Ok
             }
@@ -121,7 +129,7 @@ impl KvStore {
     }
 
     fn incr_by(&mut self, key: Vec<u8>, by: i64) -> KvOutput {
-        let current = match self.map.get(&key) {
+        let current = match self.map.get(key.as_slice()) {
             None => 0,
             Some(v) => match parse_i64(v) {
                 Some(n) => n,
@@ -130,7 +138,8 @@ impl KvStore {
         };
         match current.checked_add(by) {
             Some(n) => {
-                self.map.insert(key, n.to_string().into_bytes());
+                self.map
+                    .insert(key.into(), n.to_string().into_bytes().into());
                 KvOutput::Integer(n)
             }
             None => KvOutput::Error(OVERFLOW.to_string()),
@@ -140,16 +149,20 @@ impl KvStore {
     /// Answers one read.
     pub fn query(&self, q: &KvQuery) -> KvOutput {
         match q {
-            KvQuery::Get { key } => match self.map.get(key) {
-                Some(v) => KvOutput::Value(v.clone()),
+            KvQuery::Get { key } => match self.map.get(key.as_slice()) {
+                Some(v) => KvOutput::Value(v.to_vec()),
                 None => KvOutput::Nil,
             },
-            KvQuery::MGet { keys } => {
-                KvOutput::Values(keys.iter().map(|k| self.map.get(k).cloned()).collect())
-            }
-            KvQuery::Exists { keys } => {
-                KvOutput::Integer(keys.iter().filter(|k| self.map.contains_key(*k)).count() as i64)
-            }
+            KvQuery::MGet { keys } => KvOutput::Values(
+                keys.iter()
+                    .map(|k| self.map.get(k.as_slice()).map(|v| v.to_vec()))
+                    .collect(),
+            ),
+            KvQuery::Exists { keys } => KvOutput::Integer(
+                keys.iter()
+                    .filter(|k| self.map.contains_key(k.as_slice()))
+                    .count() as i64,
+            ),
             KvQuery::DbSize => KvOutput::Integer(self.map.len() as i64),
         }
     }
@@ -200,6 +213,68 @@ impl StateMachine for KvStore {
             Err(_) => KvOutput::Error("ERR undecodable query".to_string()),
         }
     }
+
+    fn snapshot(&self) -> Option<Box<dyn SnapshotWriter>> {
+        // O(1): the clone shares the trie; later applies copy what they touch.
+        Some(Box::new(KvImage(self.map.clone())))
+    }
+
+    fn restore(&mut self, image: &mut dyn Read) -> std::io::Result<()> {
+        self.map = read_image(image)?;
+        Ok(())
+    }
+}
+
+/// A point-in-time copy of the map, written as:
+/// `count u64`, then per pair `key_len u32, key, value_len u32, value`
+/// (little-endian). The snapshot file around it carries the checksum.
+struct KvImage(imbl::HashMap<Bytes, Bytes>);
+
+impl SnapshotWriter for KvImage {
+    fn write_to(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+        out.write_all(&(self.0.len() as u64).to_le_bytes())?;
+        for (k, v) in self.0.iter() {
+            out.write_all(&(k.len() as u32).to_le_bytes())?;
+            out.write_all(k)?;
+            out.write_all(&(v.len() as u32).to_le_bytes())?;
+            out.write_all(v)?;
+        }
+        out.flush()
+    }
+}
+
+/// Largest key or value a snapshot may hold (far above the server's limits;
+/// anything bigger means the image is damaged).
+const MAX_IMAGE_ITEM: u32 = 1 << 30;
+
+fn read_image(image: &mut dyn Read) -> std::io::Result<imbl::HashMap<Bytes, Bytes>> {
+    let mut input = std::io::BufReader::with_capacity(1 << 16, image);
+    let mut n8 = [0u8; 8];
+    input.read_exact(&mut n8)?;
+    let count = u64::from_le_bytes(n8);
+    let mut map = imbl::HashMap::new();
+    for _ in 0..count {
+        let key = read_item(&mut input)?;
+        let value = read_item(&mut input)?;
+        map.insert(key, value);
+    }
+    Ok(map)
+}
+
+fn read_item(input: &mut impl Read) -> std::io::Result<Bytes> {
+    let mut n4 = [0u8; 4];
+    input.read_exact(&mut n4)?;
+    let len = u32::from_le_bytes(n4);
+    if len > MAX_IMAGE_ITEM {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("snapshot item of {len} bytes is implausible"),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    input.read_exact(&mut buf)?;
+    Ok(buf.into())
 }
 
 #[cfg(test)]
@@ -241,9 +316,9 @@ mod tests {
             value: b("a"),
         });
         assert_eq!(kv.execute(cas("b", "x")), KvOutput::Nil);
-        assert_eq!(kv.get(b"k"), Some(&b("a")));
+        assert_eq!(kv.get(b"k"), Some(&b"a"[..]));
         assert_eq!(kv.execute(cas("b", "a")), KvOutput::Ok);
-        assert_eq!(kv.get(b"k"), Some(&b("b")));
+        assert_eq!(kv.get(b"k"), Some(&b"b"[..]));
     }
 
     #[test]
@@ -285,7 +360,7 @@ mod tests {
         );
         assert_eq!(
             kv.get(b"s"),
-            Some(&b("abc")),
+            Some(&b"abc"[..]),
             "a failed INCR changes nothing"
         );
         kv.execute(KvCommand::Set {
@@ -330,6 +405,49 @@ mod tests {
             KvOutput::Error(_)
         ));
         assert_eq!(kv.len(), 1);
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_map_and_later_writes_do_not_leak_into_it() {
+        let mut kv = KvStore::new();
+        for i in 0..1000u32 {
+            kv.execute(KvCommand::Set {
+                key: i.to_le_bytes().to_vec(),
+                value: vec![i as u8; 10],
+            });
+        }
+        let mut image = StateMachine::snapshot(&kv).expect("supported");
+        // Writes after the snapshot was taken must not appear in it.
+        kv.execute(KvCommand::Set {
+            key: b("late"),
+            value: b("x"),
+        });
+        let mut bytes = Vec::new();
+        image.write_to(&mut bytes).expect("write");
+        let mut restored = KvStore::new();
+        StateMachine::restore(&mut restored, &mut bytes.as_slice()).expect("restore");
+        assert_eq!(restored.len(), 1000);
+        assert_eq!(restored.get(&7u32.to_le_bytes()), Some(&[7u8; 10][..]));
+        assert_eq!(restored.get(b"late"), None);
+    }
+
+    #[test]
+    fn a_truncated_or_damaged_image_is_refused() {
+        let mut kv = KvStore::new();
+        kv.execute(KvCommand::Set {
+            key: b("k"),
+            value: b("v"),
+        });
+        let mut bytes = Vec::new();
+        StateMachine::snapshot(&kv)
+            .expect("supported")
+            .write_to(&mut bytes)
+            .expect("write");
+        let mut restored = KvStore::new();
+        assert!(StateMachine::restore(&mut restored, &mut &bytes[..bytes.len() - 1]).is_err());
+        let mut huge = bytes.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(StateMachine::restore(&mut restored, &mut huge.as_slice()).is_err());
     }
 
     #[test]

@@ -67,6 +67,13 @@ struct ServerArgs {
     /// Maximum value size in bytes (default 1048576).
     #[arg(long)]
     max_value_bytes: Option<usize>,
+    /// Take a snapshot and compact the log every N applied entries
+    /// (default 100000; 0: only on RAFT.SNAPSHOT).
+    #[arg(long)]
+    snapshot_entries: Option<u64>,
+    /// Snapshot files to keep (default 2).
+    #[arg(long)]
+    snapshots_keep: Option<usize>,
 }
 
 impl ServerArgs {
@@ -84,6 +91,8 @@ impl ServerArgs {
             max_clients: self.max_clients,
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
+            snapshot_entries: self.snapshot_entries,
+            snapshots_keep: self.snapshots_keep,
         };
         match &self.config {
             Some(path) => Ok(flags.or(FileSettings::load(path)?)),

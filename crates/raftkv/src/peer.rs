@@ -80,8 +80,8 @@ use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use raft::{
-    AppendEntriesArgs, AppendEntriesReply, IncomingRpc, NodeId, RequestVoteArgs, RequestVoteReply,
-    Rpc, Transport, TransportError,
+    AppendEntriesArgs, AppendEntriesReply, IncomingRpc, InstallSnapshotArgs, InstallSnapshotReply,
+    NodeId, RequestVoteArgs, RequestVoteReply, Rpc, Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -573,6 +573,24 @@ impl Transport for TcpTransport {
                 tracing::warn!(
                     peer = to,
                     "node {to} answered AppendEntries with {}",
+                    other.kind()
+                );
+                Err(TransportError::ConnectionFailed(to))
+            }
+        }
+    }
+
+    async fn install_snapshot(
+        &self,
+        to: NodeId,
+        args: InstallSnapshotArgs,
+    ) -> Result<InstallSnapshotReply, TransportError> {
+        match self.call_raft(to, Rpc::InstallSnapshot(args)).await? {
+            Rpc::InstallSnapshotReply(reply) => Ok(reply),
+            other => {
+                tracing::warn!(
+                    peer = to,
+                    "node {to} answered InstallSnapshot with {}",
                     other.kind()
                 );
                 Err(TransportError::ConnectionFailed(to))

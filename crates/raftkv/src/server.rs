@@ -16,7 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use raft::{ClientError, FileStorage, RaftHandle, RaftServer, RaftState, ServerParts, Status};
+use raft::{
+    ClientError, FileStorage, RaftHandle, RaftServer, RaftState, ServerExtras, ServerParts,
+    SnapshotStore, Status,
+};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -123,8 +126,9 @@ pub async fn run(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+    let snapshots = SnapshotStore::open(config.data_dir.join("snapshots"))?;
     let metrics = Arc::new(Metrics::new());
-    let (handle, raft_task) = RaftServer::spawn_observed(
+    let (handle, raft_task) = RaftServer::spawn_with(
         ServerParts {
             id: config.id,
             voters: meta.members.keys().copied().collect(),
@@ -135,7 +139,10 @@ pub async fn run(
             state_machine: KvStore::new(),
             seed,
         },
-        metrics.clone(),
+        ServerExtras {
+            observer: Some(metrics.clone()),
+            snapshots: Some(snapshots),
+        },
     )?;
     tracing::info!(
         id = config.id,
@@ -306,6 +313,21 @@ impl Connection {
                         names.push(name);
                     }
                 }
+                Action::Local(LocalCommand::RaftSnapshot) => {
+                    self.flush(batch.take(), &mut names).await;
+                    let started = Instant::now();
+                    // §7 on demand: answered once the snapshot is durable
+                    // and the log compacted.
+                    let reply = match self.shared.handle.snapshot().await {
+                        Ok(_) => Reply::ok(),
+                        Err(e) => Reply::error(format!("ERR snapshot failed: {e}")),
+                    };
+                    let failed = matches!(reply, Reply::Error(_));
+                    self.shared
+                        .metrics
+                        .observe_request(&name, started.elapsed(), failed);
+                    self.reply(&reply);
+                }
                 Action::Local(l) => {
                     self.flush(batch.take(), &mut names).await;
                     self.shared
@@ -392,9 +414,8 @@ impl Connection {
                 let text = raft_section(&self.shared.handle.status());
                 Reply::Bulk(text.into())
             }
-            LocalCommand::RaftSnapshot => {
-                Reply::error("ERR snapshots are not available in this version")
-            }
+            // Handled in run_commands (it waits for the snapshot).
+            LocalCommand::RaftSnapshot => Reply::error("ERR internal: RAFT.SNAPSHOT misrouted"),
             LocalCommand::Quit => {
                 self.reply(&Reply::ok());
                 return true;
@@ -435,7 +456,7 @@ pub fn role_name(state: RaftState) -> &'static str {
 /// The `# Raft` section of INFO, one `field:value` per line.
 pub fn raft_section(s: &Status) -> String {
     format!(
-        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:0\r\n",
+        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\n",
         s.id,
         role_name(s.state),
         s.term,
@@ -444,6 +465,9 @@ pub fn raft_section(s: &Status) -> String {
         s.last_applied,
         s.last_log_index,
         s.last_log_term,
+        s.snapshot_last_index,
+        u8::from(s.snapshot_in_progress),
+        s.snapshot_bytes_sent,
     )
 }
 
@@ -572,7 +596,7 @@ async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Optio
             Ok(out) => Outcome::Done(out),
             Err(ClientError::NotLeader { .. }) => Outcome::NotApplied,
             Err(ClientError::LeadershipLost) => Outcome::NotApplied,
-            Err(ClientError::Stopped) => Outcome::Unknown,
+            Err(ClientError::Stopped) | Err(ClientError::Unknown) => Outcome::Unknown,
         };
         outcomes.push(outcome);
     }
