@@ -1117,7 +1117,7 @@ async fn a_stale_submit_is_answered_leadership_lost_when_its_index_is_reused() {
     // Then N stops and L leads again (M is restarted with slow timers so it
     // cannot win first): L's no-op takes k+2 and a new write takes k+3,
     // z's index. z's entry was overwritten: its client must hear
-    // LeadershipLost; today its waiter is silently replaced and dropped.
+    // LeadershipLost (once, this waiter was silently replaced and dropped).
     let mut c = Cluster::start(3, RaftConfig::default());
     let l = c.wait_for_leader(&[1, 2, 3], ELECTION_BOUND).await;
     let lh = c.handle(l.id);

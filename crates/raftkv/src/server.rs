@@ -358,11 +358,12 @@ impl Connection {
 
     async fn flush(&mut self, batch: Option<Batch>, names: &mut Vec<String>) {
         let Some(batch) = batch else { return };
+        let read = matches!(batch, Batch::Reads(_));
         let started = Instant::now();
         let outcomes = execute(&self.shared, batch).await;
         let elapsed = started.elapsed();
         for (outcome, name) in outcomes.into_iter().zip(names.drain(..)) {
-            let r = outcome_reply(outcome);
+            let r = outcome_reply(outcome, read);
             self.shared
                 .metrics
                 .observe_request(&name, elapsed, matches!(r, Reply::Error(_)));
@@ -504,9 +505,14 @@ impl Shared {
     }
 }
 
-fn outcome_reply(o: Outcome) -> Reply {
+fn outcome_reply(o: Outcome, read: bool) -> Reply {
     match o {
         Outcome::Done(out) => kv_reply(out),
+        // A read that failed had no effect, whatever the reason.
+        Outcome::NotApplied | Outcome::Unknown if read => Reply::Error(
+            "TIMEOUT the read did not complete in time (no leader or no quorum); it had no effect"
+                .into(),
+        ),
         Outcome::NotApplied => Reply::Error("CLUSTERDOWN the command was not applied (no leader or leadership changed); it is safe to retry".into()),
         Outcome::Unknown => Reply::Error(
             "TIMEOUT the outcome is unknown: the command may still take effect".into(),
@@ -561,33 +567,45 @@ async fn execute(shared: &Shared, batch: Batch) -> Vec<Outcome> {
 /// Proposes (or reads) on this node. `None` when this node turned out not to
 /// lead for any of the commands (nothing was proposed).
 async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Option<Vec<Outcome>> {
+    // Enqueue in order (that is what keeps a connection's writes in order),
+    // but never wait for queue space past the deadline: a command that
+    // never got into the queue was certainly not proposed.
     let mut receivers = Vec::with_capacity(batch.len());
     match batch {
         Batch::Writes(cmds) => {
             for c in cmds {
-                receivers.push(shared.handle.enqueue_submit(encode_command(c)).await);
+                let rx = tokio::time::timeout_at(
+                    deadline,
+                    shared.handle.enqueue_submit(encode_command(c)),
+                )
+                .await;
+                receivers.push(rx.ok().and_then(Result::ok));
             }
         }
         Batch::Reads(queries) => {
             for q in queries {
-                receivers.push(shared.handle.enqueue_read(encode_query(q)).await);
+                let rx =
+                    tokio::time::timeout_at(deadline, shared.handle.enqueue_read(encode_query(q)))
+                        .await;
+                receivers.push(rx.ok().and_then(Result::ok));
             }
         }
     }
     let mut outcomes = Vec::with_capacity(receivers.len());
     let mut proposed_any = false;
     for rx in receivers {
-        let result = match rx {
-            Ok(rx) => match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(ClientError::Stopped),
-                Err(_) => {
-                    proposed_any = true;
-                    outcomes.push(Outcome::Unknown);
-                    continue;
-                }
-            },
-            Err(e) => Err(e),
+        let Some(rx) = rx else {
+            outcomes.push(Outcome::NotApplied);
+            continue;
+        };
+        let result = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(ClientError::Stopped),
+            Err(_) => {
+                proposed_any = true;
+                outcomes.push(Outcome::Unknown);
+                continue;
+            }
         };
         if !matches!(&result, Err(ClientError::NotLeader { .. })) {
             proposed_any = true;
