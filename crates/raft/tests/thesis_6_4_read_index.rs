@@ -150,3 +150,41 @@ fn concurrent_reads_share_one_heartbeat_round() {
         "one round to the two followers for ten reads"
     );
 }
+
+#[test]
+fn a_reply_to_an_older_heartbeat_round_does_not_release_a_newer_read() {
+    let mut cl = Cluster::new(3, config(true, true));
+    cl.elect(1);
+    cl.core_mut(1).read_index(1).expect("leader");
+    cl.process(1);
+    let round_1: Vec<_> = cl.queue.drain(..).collect();
+    cl.core_mut(1).read_index(2).expect("leader");
+    cl.process(1);
+    let round_2: Vec<_> = cl.queue.drain(..).collect();
+    // Only the first round's heartbeats reach the followers and come back.
+    for m in round_1 {
+        let to = m.to;
+        cl.core_mut(to).step(m);
+        cl.process(to);
+    }
+    let replies: Vec<_> = cl.queue.drain(..).collect();
+    for m in replies {
+        cl.core_mut(1).step(m);
+    }
+    cl.process(1);
+    cl.drop_queue();
+    let ids: Vec<u64> = reads(&cl, 1).iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        vec![1],
+        "read 2 began after round 1: round 1 cannot vouch for it"
+    );
+    for m in round_2 {
+        let to = m.to;
+        cl.core_mut(to).step(m);
+        cl.process(to);
+    }
+    cl.deliver();
+    let ids: Vec<u64> = reads(&cl, 1).iter().map(|r| r.id).collect();
+    assert_eq!(ids, vec![1, 2]);
+}
