@@ -222,6 +222,13 @@ impl<O: Send + 'static> RaftHandle<O> {
         self.status.borrow().clone()
     }
 
+    /// The role and known leader, without copying the whole status (the
+    /// hot path of request routing).
+    pub fn role(&self) -> (RaftState, Option<NodeId>) {
+        let s = self.status.borrow();
+        (s.state, s.leader_id)
+    }
+
     /// A receiver that sees every status change.
     pub fn watch_status(&self) -> watch::Receiver<Status> {
         self.status.clone()
@@ -398,6 +405,12 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                     } else {
                         self.node.receive(rpc);
                     }
+                    // Take every request already waiting, so a burst of
+                    // AppendEntries becomes one fsync on this follower.
+                    if let Err(e) = self.drain_incoming() {
+                        tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
+                        break Err(ServerError::Storage(e));
+                    }
                 }
                 Some(done) = self.snap.done_rx.recv() => {
                     if let Err(e) = self.snapshot_written(done) {
@@ -410,6 +423,14 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                         self.snap.sending.remove(peer);
                     }
                     self.node.handle_peer_event(event);
+                    // Likewise every reply already back: one commit step.
+                    for _ in 0..MAX_BATCH {
+                        let Ok(event) = self.peer_events.try_recv() else { break };
+                        if let PeerEvent::SnapshotSent { peer, .. } = &event {
+                            self.snap.sending.remove(peer);
+                        }
+                        self.node.handle_peer_event(event);
+                    }
                 }
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown) | None => break Ok(()),
@@ -552,6 +573,22 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             let (query, reply) = entry.remove();
             let _ = reply.send(Ok(self.state_machine.query(&query)));
         }
+    }
+
+    /// Steps requests that are already queued (bounded), handling snapshot
+    /// chunks on their own path.
+    fn drain_incoming(&mut self) -> Result<(), StorageError> {
+        for _ in 0..MAX_BATCH {
+            let Ok(rpc) = self.incoming.try_recv() else {
+                break;
+            };
+            if let Rpc::InstallSnapshot(_) = rpc.rpc {
+                self.receive_snapshot_chunk(rpc)?;
+            } else {
+                self.node.receive(rpc);
+            }
+        }
+        Ok(())
     }
 
     fn publish_status(&mut self) {

@@ -90,7 +90,8 @@ pub struct ServerConfig {
     pub cluster: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub client_addr: String,
-    pub peer_listen: String,
+    /// `None`: this node's own entry in the membership.
+    pub peer_listen: Option<String>,
     pub http_addr: Option<String>,
     pub raft: RaftConfig,
     pub request_timeout: Duration,
@@ -168,15 +169,13 @@ impl ServerConfig {
             .client_addr
             .unwrap_or_else(|| "127.0.0.1:6379".to_string());
         check_addr("--client-addr", &client_addr)?;
-        let peer_listen = match s.peer_listen {
-            Some(a) => a,
-            None => cluster.get(&id).cloned().ok_or_else(|| {
-                invalid(format!(
-                    "--peer-listen not given and node {id} is not in --cluster"
-                ))
-            })?,
-        };
-        check_addr("--peer-listen", &peer_listen)?;
+        // Without --peer-listen, the node listens where the membership says
+        // it lives: --cluster on first boot, the data dir afterwards (see
+        // `peer_listen_for`).
+        let peer_listen = s.peer_listen;
+        if let Some(a) = &peer_listen {
+            check_addr("--peer-listen", a)?;
+        }
         if let Some(h) = &s.http_addr {
             check_addr("--http-addr", h)?;
         }
@@ -213,6 +212,22 @@ impl ServerConfig {
             max_key_bytes: s.max_key_bytes.unwrap_or(64 << 10),
             max_value_bytes: s.max_value_bytes.unwrap_or(1 << 20),
         })
+    }
+}
+
+impl ServerConfig {
+    /// Where to accept peer traffic: `--peer-listen`, else this node's entry
+    /// in the stored (or bootstrap) membership.
+    pub fn peer_listen_for(&self, meta: &ClusterMeta) -> Result<String, ConfigError> {
+        match &self.peer_listen {
+            Some(a) => Ok(a.clone()),
+            None => meta.members.get(&self.id).cloned().ok_or_else(|| {
+                invalid(format!(
+                    "--peer-listen not given and node {} is not a member of the cluster",
+                    self.id
+                ))
+            }),
+        }
     }
 }
 
@@ -330,7 +345,7 @@ mod tests {
             ..FileSettings::default()
         };
         let c = ServerConfig::from_settings(s.clone()).expect("valid");
-        assert_eq!(c.peer_listen, "127.0.0.1:7001");
+        assert_eq!(c.peer_listen, None);
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         let bad = FileSettings {
             heartbeat_ms: Some(400),
@@ -342,11 +357,18 @@ mod tests {
             ..s.clone()
         };
         assert!(ServerConfig::from_settings(bad).is_err());
-        let bad = FileSettings { id: Some(2), ..s };
-        assert!(ServerConfig::from_settings(bad)
-            .expect_err("id")
-            .to_string()
-            .contains("not in --cluster"));
+        // An id outside --cluster is refused once the data dir is consulted.
+        let other = FileSettings { id: Some(2), ..s };
+        let c = ServerConfig::from_settings(other).expect("checked later");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = ServerConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..c
+        };
+        let e = ClusterMeta::load_or_init(&c)
+            .expect_err("not a member")
+            .to_string();
+        assert!(e.contains("not in --cluster"), "{e}");
     }
 
     #[test]

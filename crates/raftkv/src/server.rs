@@ -88,6 +88,9 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let meta = ClusterMeta::load_or_init(&config)?;
+    // One process per data dir: a second one would write the same WAL.
+    let _lock = lock_data_dir(&config.data_dir)?;
+    let peer_listen = config.peer_listen_for(&meta)?;
     let storage = FileStorage::open(config.data_dir.join("wal"))?;
     let bind = |what: &'static str, addr: &str| {
         let addr = addr.to_string();
@@ -97,7 +100,7 @@ pub async fn run(
                 .map_err(|source| RunError::Bind { what, addr, source })
         }
     };
-    let peer_listener = bind("peer listener", &config.peer_listen).await?;
+    let peer_listener = bind("peer listener", &peer_listen).await?;
     let client_listener = bind("client listener", &config.client_addr).await?;
     let http_listener = match &config.http_addr {
         Some(a) => Some(bind("http listener", a).await?),
@@ -148,7 +151,7 @@ pub async fn run(
         id = config.id,
         cluster = %meta.cluster_id,
         client = %config.client_addr,
-        peer = %config.peer_listen,
+        peer = %peer_listen,
         "raftkv node started"
     );
 
@@ -199,6 +202,30 @@ pub async fn run(
         t.abort();
     }
     result
+}
+
+/// Takes an exclusive lock on `DATA_DIR/LOCK` for the life of the process
+/// (released by the OS when the process dies, also on `kill -9`).
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, RunError> {
+    let path = dir.join("LOCK");
+    let invalid = |m: String| RunError::Config(crate::config::ConfigError::Invalid(m));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| invalid(format!("--data-dir: cannot open {}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(invalid(format!(
+            "--data-dir {} is in use by another process",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(invalid(format!(
+            "--data-dir: cannot lock {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 async fn accept_clients(listener: TcpListener, shared: Arc<Shared>) {
@@ -544,10 +571,10 @@ async fn execute(shared: &Shared, batch: Batch) -> Vec<Outcome> {
     let deadline = Instant::now() + shared.request_timeout;
     let n = batch.len();
     loop {
-        let status = shared.handle.status();
-        let attempt = if status.state == RaftState::Leader {
+        let (state, leader_id) = shared.handle.role();
+        let attempt = if state == RaftState::Leader {
             run_locally(shared, &batch, deadline).await
-        } else if let Some(leader) = status.leader_id.filter(|&l| l != shared.node_id) {
+        } else if let Some(leader) = leader_id.filter(|&l| l != shared.node_id) {
             forward_to(shared, leader, &batch, deadline).await
         } else {
             None
@@ -670,13 +697,13 @@ async fn serve_forwards(shared: Arc<Shared>, mut forwards: mpsc::Receiver<Incomi
                     return;
                 }
                 Some(request) => {
-                    let status = shared.handle.status();
+                    let (state, _) = shared.handle.role();
                     let batch = match request {
                         ForwardRequest::Writes(w) => Batch::Writes(w),
                         ForwardRequest::Reads(r) => Batch::Reads(r),
                     };
                     let deadline = Instant::now() + shared.request_timeout;
-                    let outcomes = if status.state == RaftState::Leader {
+                    let outcomes = if state == RaftState::Leader {
                         run_locally(&shared, &batch, deadline).await
                     } else {
                         None
@@ -684,7 +711,7 @@ async fn serve_forwards(shared: Arc<Shared>, mut forwards: mpsc::Receiver<Incomi
                     match outcomes {
                         Some(o) => ForwardReply::Outcomes(o),
                         None => ForwardReply::NotLeader {
-                            leader_hint: shared.handle.status().leader_id,
+                            leader_hint: shared.handle.role().1,
                         },
                     }
                 }
