@@ -37,7 +37,9 @@ pub struct RaftConfig {
     pub snapshot_after_entries: u64,
     /// ... or once the entries applied since then hold this many bytes.
     pub snapshot_after_bytes: u64,
-    /// Snapshot files kept on disk (the newest ones).
+    /// Snapshot files kept on disk (the newest ones). The log is compacted
+    /// up to the newest, so an older one is a fallback only while the log
+    /// still reaches back to it (see `snapshot.rs`).
     pub snapshots_to_keep: usize,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
@@ -117,6 +119,9 @@ impl RaftConfig {
         }
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::ZeroLimit("max_inflight_appends"));
+        }
+        if self.snapshot_after_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("snapshot_after_bytes"));
         }
         if self.snapshots_to_keep == 0 {
             return Err(ConfigError::ZeroLimit("snapshots_to_keep"));

@@ -1382,10 +1382,18 @@ impl RaftCore {
     /// Tells the core that everything in `ready` is durable. The leader now
     /// counts itself for the entries (thesis §10.2.1).
     pub fn advance(&mut self, ready: &Ready) {
-        if let Some(last) = ready.entries.last() {
-            if self.log.term(last.index) == Some(last.term) && self.log.unstable_from() > last.index
-            {
-                self.persisted_index = self.persisted_index.max(last.index);
+        self.persisted(ready.entries.last().map(|e| (e.index, e.term)));
+    }
+
+    /// Like [`RaftCore::advance`] for a driver that writes in the
+    /// background: the Ready whose last entry was `last_entry` is durable
+    /// (Readys become durable in the order they were handed out). The core
+    /// may have moved on meanwhile; an entry since overwritten counts for
+    /// nothing.
+    pub fn persisted(&mut self, last_entry: Option<(LogIndex, Term)>) {
+        if let Some((index, term)) = last_entry {
+            if self.log.term(index) == Some(term) && self.log.unstable_from() > index {
+                self.persisted_index = self.persisted_index.max(index);
             }
         }
         self.maybe_commit();

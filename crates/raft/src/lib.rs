@@ -15,6 +15,7 @@ pub mod config;
 pub mod core;
 pub mod list_state_machine;
 pub mod log;
+pub mod log_writer;
 pub mod message;
 pub mod node;
 pub mod observer;
@@ -31,6 +32,7 @@ pub use crate::core::{
     BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
 };
 pub use crate::list_state_machine::{ListOutput, ListStateMachine};
+pub use crate::log_writer::WriteDone;
 pub use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
     RequestVoteArgs, RequestVoteReply, Rpc,

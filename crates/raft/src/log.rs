@@ -67,11 +67,6 @@ impl RaftLog {
         self.entries.last().map_or(self.snapshot_term, |e| e.term)
     }
 
-    /// Whether `index` was compacted away into the snapshot.
-    pub fn is_compacted(&self, index: LogIndex) -> bool {
-        index < self.snapshot_index
-    }
-
     /// The term of the entry at `index`; index 0 has term 0 (the empty prefix
     /// every log shares) and the snapshot's last index has the snapshot's
     /// term; `None` when the log does not reach `index` or it was compacted.

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{Event, RaftCore, ReadState, Ready};
+use crate::log_writer::{Job, LogWriter, WriteDone};
 use crate::message::{Message, Rpc};
 use crate::observer::{NoopObserver, Observer};
 use crate::storage::{Storage, StorageError};
@@ -40,9 +41,34 @@ pub struct Output {
     pub snapshots_to_send: Vec<NodeId>,
 }
 
+/// Where the node's durable writes go.
+enum Disk {
+    /// Written inline: `process_ready` returns once everything is durable.
+    Inline(Box<dyn Storage>),
+    /// Written by a background thread (see [`crate::log_writer`]).
+    Background(Background),
+}
+
+struct Background {
+    writer: LogWriter,
+    /// Number of the last job handed to the writer.
+    issued: u64,
+    /// Every job up to this number is durable.
+    durable: u64,
+    /// Readys whose effects wait for their writes, oldest first.
+    pending: VecDeque<PendingReady>,
+}
+
+/// What a Ready still owes once the writes up to `seq` are durable.
+struct PendingReady {
+    seq: u64,
+    last_entry: Option<(LogIndex, Term)>,
+    messages: Vec<Message>,
+}
+
 pub struct RaftNode<T: Transport> {
     core: RaftCore,
-    storage: Box<dyn Storage>,
+    disk: Disk,
     transport: Arc<T>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     /// Incoming requests waiting for their reply, per peer, oldest first.
@@ -64,7 +90,7 @@ impl<T: Transport> RaftNode<T> {
         (
             RaftNode {
                 core,
-                storage,
+                disk: Disk::Inline(storage),
                 transport: Arc::new(transport),
                 peer_events: tx,
                 awaiting_reply: HashMap::new(),
@@ -130,29 +156,124 @@ impl<T: Transport> RaftNode<T> {
         self.peer_events.clone()
     }
 
+    /// Moves storage onto a background writer thread: from now on
+    /// `process_ready` returns without waiting for the disk, and each
+    /// completion arriving on the returned receiver must be passed to
+    /// [`RaftNode::write_done`]. Meanwhile the node keeps sending, taking
+    /// proposals and stepping replies; whatever waits for durability (the
+    /// leader counting itself, replies to votes and appends) waits.
+    pub fn start_background_writer(
+        &mut self,
+    ) -> std::io::Result<mpsc::UnboundedReceiver<WriteDone>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let placeholder = Disk::Inline(Box::new(crate::storage::MemoryStorage::new()));
+        match std::mem::replace(&mut self.disk, placeholder) {
+            Disk::Inline(storage) => {
+                let writer = LogWriter::start(storage, tx)?;
+                self.disk = Disk::Background(Background {
+                    writer,
+                    issued: 0,
+                    durable: 0,
+                    pending: VecDeque::new(),
+                });
+            }
+            background => self.disk = background,
+        }
+        Ok(rx)
+    }
+
+    /// Runs a storage operation in order with the writes before it.
+    fn storage_op(
+        &mut self,
+        inline: impl FnOnce(&mut dyn Storage) -> Result<(), StorageError>,
+        job: impl FnOnce(u64) -> Job,
+    ) -> Result<(), StorageError> {
+        match &mut self.disk {
+            Disk::Inline(storage) => inline(storage.as_mut()),
+            Disk::Background(bg) => {
+                bg.issued += 1;
+                if bg.writer.submit(job(bg.issued)) {
+                    Ok(())
+                } else {
+                    Err(writer_gone())
+                }
+            }
+        }
+    }
+
+    /// Waits (blocking) until every write handed out so far is durable.
+    /// For the rare paths that must answer only after the disk did (a
+    /// snapshot chunk that changed the term, an installed snapshot).
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        match &mut self.disk {
+            Disk::Inline(_) => Ok(()),
+            Disk::Background(bg) => {
+                let (tx, rx) = std::sync::mpsc::channel();
+                if !bg.writer.submit(Job::Barrier(tx)) {
+                    return Err(writer_gone());
+                }
+                rx.recv().map_err(|_| writer_gone())?
+            }
+        }
+    }
+
     /// §7: a snapshot up to `index` is durable; forget the log before it, in
     /// memory and on disk. Returns whether anything was compacted.
     pub fn compact_log(&mut self, index: LogIndex) -> Result<bool, StorageError> {
         if !self.core.compact(index) {
             return Ok(false);
         }
-        self.storage.compact(index)?;
+        self.storage_op(|s| s.compact(index), |seq| Job::Compact { seq, index })?;
         Ok(true)
     }
 
     /// §7: a snapshot received from the leader is durable and the state
     /// machine was restored from it: make the log start after it, in memory
-    /// and on disk. Returns false when the snapshot was stale (no change).
+    /// and on disk (durably, before returning). Returns false when the
+    /// snapshot was stale (no change).
     pub fn install_snapshot(&mut self, index: LogIndex, term: Term) -> Result<bool, StorageError> {
         match self.core.restore_snapshot(index, term) {
-            None => Ok(false),
+            None => return Ok(false),
             Some(true) => {
-                self.storage.compact(index)?;
-                Ok(true)
+                self.storage_op(|s| s.compact(index), |seq| Job::Compact { seq, index })?
             }
-            Some(false) => {
-                self.storage.reset(index, term)?;
-                Ok(true)
+            Some(false) => self.storage_op(
+                |s| s.reset(index, term),
+                |seq| Job::Reset { seq, index, term },
+            )?,
+        }
+        self.sync()?;
+        Ok(true)
+    }
+
+    /// A background write completed: count what is now durable and send
+    /// what was waiting for it. An error means storage failed: stop.
+    pub fn write_done(&mut self, done: WriteDone) -> Result<(), StorageError> {
+        done.result?;
+        self.observer.persisted(done.entries, done.elapsed);
+        if let Disk::Background(bg) = &mut self.disk {
+            bg.durable = bg.durable.max(done.seq);
+        }
+        self.release_durable();
+        Ok(())
+    }
+
+    /// Sends the replies (and advances the core) of every Ready whose
+    /// writes are all durable.
+    fn release_durable(&mut self) {
+        loop {
+            let Disk::Background(bg) = &mut self.disk else {
+                return;
+            };
+            if bg.pending.front().is_none_or(|p| p.seq > bg.durable) {
+                return;
+            }
+            let Some(p) = bg.pending.pop_front() else {
+                return;
+            };
+            self.core.persisted(p.last_entry);
+            for m in p.messages {
+                self.send(m);
             }
         }
     }
@@ -182,11 +303,6 @@ impl<T: Transport> RaftNode<T> {
             for m in rd.messages.iter().cloned() {
                 self.send(m);
             }
-            if rd.hard_state.is_some() || !rd.entries.is_empty() {
-                let started = std::time::Instant::now();
-                self.storage.persist(rd.hard_state.as_ref(), &rd.entries)?;
-                self.observer.persisted(rd.entries.len(), started.elapsed());
-            }
             for Event::StateChanged {
                 state,
                 term,
@@ -195,14 +311,46 @@ impl<T: Transport> RaftNode<T> {
             {
                 self.observer.state_changed(*state, *term, *leader);
             }
-            self.core.advance(&rd);
-            for m in rd.persisted_messages {
-                self.send(m);
+            let must_write = rd.hard_state.is_some() || !rd.entries.is_empty();
+            match &mut self.disk {
+                Disk::Inline(storage) => {
+                    if must_write {
+                        let started = std::time::Instant::now();
+                        storage.persist(rd.hard_state.as_ref(), &rd.entries)?;
+                        self.observer.persisted(rd.entries.len(), started.elapsed());
+                    }
+                    self.core.advance(&rd);
+                    for m in rd.persisted_messages {
+                        self.send(m);
+                    }
+                }
+                Disk::Background(bg) => {
+                    let last_entry = rd.entries.last().map(|e| (e.index, e.term));
+                    if must_write {
+                        bg.issued += 1;
+                        let job = Job::Persist {
+                            seq: bg.issued,
+                            hard_state: rd.hard_state,
+                            entries: rd.entries,
+                        };
+                        if !bg.writer.submit(job) {
+                            return Err(writer_gone());
+                        }
+                    }
+                    // Even a Ready with nothing to write waits for the
+                    // writes before it: its replies may depend on them.
+                    bg.pending.push_back(PendingReady {
+                        seq: bg.issued,
+                        last_entry,
+                        messages: rd.persisted_messages,
+                    });
+                }
             }
             out.committed_entries.extend(rd.committed_entries);
             out.read_states.extend(rd.read_states);
             out.events.extend(rd.events);
             out.snapshots_to_send.extend(rd.snapshots_to_send);
+            self.release_durable();
         }
         Ok(out)
     }
@@ -254,4 +402,8 @@ impl<T: Transport> RaftNode<T> {
             let _ = events.send(event);
         });
     }
+}
+
+fn writer_gone() -> StorageError {
+    StorageError::Invalid("the log writer thread has stopped after a storage failure".into())
 }

@@ -18,6 +18,7 @@ use tokio::time::MissedTickBehavior;
 use crate::config::RaftConfig;
 use crate::core::SnapshotChunkVerdict;
 use crate::core::{CoreError, Event, NotLeader, RaftCore};
+use crate::log_writer::WriteDone;
 use crate::message::{InstallSnapshotArgs, InstallSnapshotReply, Message, Rpc};
 use crate::node::{Output, PeerEvent, RaftNode};
 use crate::observer::Observer;
@@ -31,8 +32,9 @@ use crate::types::{EntryKind, LogIndex, NodeId, RaftState, Term};
 /// state machine"). `apply` must be deterministic: every server applies the
 /// same commands in the same order and must reach the same state.
 ///
-/// Snapshots will add `snapshot`/`restore` methods with default bodies, so
-/// existing implementations keep compiling.
+/// `snapshot` and `restore` have default bodies (no snapshot support), so a
+/// state machine that does not need log compaction implements only two
+/// methods.
 pub trait StateMachine: Send + 'static {
     /// What applying a command (or running a query) returns to the client.
     type Output: Send + 'static;
@@ -272,6 +274,10 @@ pub struct ServerExtras {
     pub observer: Option<Arc<dyn Observer>>,
     /// Where snapshots live. Without it, the log is never compacted.
     pub snapshots: Option<SnapshotStore>,
+    /// Write the log on a background thread (see `log_writer`): faster
+    /// under load, but a thread outside tokio, so tests on tokio's paused
+    /// clock leave it off (the clock would jump while the disk works).
+    pub background_writes: bool,
 }
 
 /// Capacity of the client command queue: beyond it, `submit` waits.
@@ -282,6 +288,8 @@ const MAX_BATCH: usize = 1024;
 /// The server task's state.
 pub struct RaftServer<T: Transport, M: StateMachine> {
     node: RaftNode<T>,
+    /// Completions of the background log writer.
+    write_done: mpsc::UnboundedReceiver<WriteDone>,
     peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     incoming: mpsc::Receiver<IncomingRpc>,
     commands: mpsc::Receiver<Command<M::Output>>,
@@ -345,12 +353,25 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         if let Some(observer) = extras.observer {
             node.set_observer(observer);
         }
+        // With a background writer, the server goes on sending, proposing
+        // and stepping replies while an fsync runs. (Without one, the
+        // receiver below never yields.)
+        let (_no_writer, mut write_done) = mpsc::unbounded_channel();
+        if extras.background_writes {
+            write_done = node
+                .start_background_writer()
+                .map_err(|source| StorageError::Io {
+                    path: "<log writer thread>".into(),
+                    source,
+                })?;
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (status_tx, status_rx) = watch::channel(status_of(node.core()));
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let last_applied = node.core().applied_index();
         let server = RaftServer {
             node,
+            write_done,
             peer_events,
             incoming: parts.incoming,
             commands: cmd_rx,
@@ -375,6 +396,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 done_tx,
                 done_rx,
                 incoming: None,
+                incoming_index: 0,
                 sending: Default::default(),
                 stats: Arc::new(SnapshotStats::default()),
             },
@@ -408,6 +430,17 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                     // Take every request already waiting, so a burst of
                     // AppendEntries becomes one fsync on this follower.
                     if let Err(e) = self.drain_incoming() {
+                        tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
+                        break Err(ServerError::Storage(e));
+                    }
+                }
+                Some(done) = self.write_done.recv() => {
+                    let mut result = self.node.write_done(done);
+                    while result.is_ok() {
+                        let Ok(more) = self.write_done.try_recv() else { break };
+                        result = self.node.write_done(more);
+                    }
+                    if let Err(e) = result {
                         tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
                         break Err(ServerError::Storage(e));
                     }
@@ -564,6 +597,12 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 }
             }
         }
+        // An incoming snapshot the log has overtaken (its leader gave up on
+        // the transfer, a later leader caught us up by entries) is dropped,
+        // with its temp file.
+        if self.snap.incoming_index <= self.last_applied {
+            self.snap.incoming = None;
+        }
         // Thesis §6.4 step 4: serve each read once the state machine has
         // applied at least its read index.
         while let Some(entry) = self.waiting_applied.first_entry() {
@@ -681,8 +720,9 @@ struct Snapshots {
     waiters: Vec<SnapshotReply>,
     done_tx: mpsc::UnboundedSender<SnapshotDone>,
     done_rx: mpsc::UnboundedReceiver<SnapshotDone>,
-    /// Follower: a snapshot arriving in chunks.
+    /// Follower: a snapshot arriving in chunks, and its last index.
     incoming: Option<IncomingSnapshot>,
+    incoming_index: LogIndex,
     /// Leader: followers a transfer is running to.
     sending: HashSet<NodeId>,
     stats: Arc<SnapshotStats>,
@@ -729,6 +769,14 @@ fn reconcile(
         .into_iter()
         .filter(|e| e.index > s)
         .collect();
+    if after.is_empty() && storage.last_index() > s {
+        return Err(StorageError::Invalid(format!(
+            "the log ends at index {} with no entries after the snapshot at {s}: entries {}..={} are missing; refusing to start",
+            storage.last_index(),
+            s + 1,
+            storage.last_index()
+        )));
+    }
     if let Some(first) = after.first() {
         if first.index != s + 1 {
             return Err(StorageError::Invalid(format!(
@@ -780,7 +828,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         } else if !due {
             return;
         }
-        if self.snap.writing.is_some() || self.snap.incoming.is_some() {
+        if self.snap.writing.is_some() {
             // One at a time; waiters get the one under way.
             return;
         }
@@ -795,6 +843,9 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             return;
         }
         let Some(term) = core.term_at(index) else {
+            for w in self.snap.waiters.drain(..) {
+                let _ = w.send(Err(format!("no term known for index {index}")));
+            }
             return;
         };
         let Some(mut image) = self.state_machine.snapshot() else {
@@ -919,7 +970,9 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         let verdict = self.node.core_mut().handle_snapshot_chunk(from, &args);
         // The chunk may have raised our term: durable before we answer.
         let out = self.node.process_ready()?;
+        self.send_snapshots(&out.snapshots_to_send);
         self.apply(out);
+        self.node.sync()?;
         let answer = match verdict {
             SnapshotChunkVerdict::Refuse { term } => snapshot_answer(term, false, 0, false),
             SnapshotChunkVerdict::Covered { term } => {
@@ -943,6 +996,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         if args.offset == 0 {
             // A (re)start: forget any half-received one.
             self.snap.incoming = Some(store.begin_receive()?);
+            self.snap.incoming_index = args.last_included_index;
         }
         let Some(incoming) = self.snap.incoming.as_mut() else {
             return Ok(snapshot_answer(term, false, 0, false));
@@ -1079,6 +1133,9 @@ async fn stream_snapshot<T: Transport>(
             return Err(StreamEnd::HigherTerm(reply));
         }
         if reply.installed {
+            if reply.success {
+                stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+            }
             return Ok(meta.last_index);
         }
         if !reply.success {

@@ -68,6 +68,7 @@ impl Cluster {
             ServerExtras {
                 observer: None,
                 snapshots: Some(snapshots),
+                background_writes: false,
             },
         )
         .expect("server starts");

@@ -1,0 +1,236 @@
+//! A background thread that makes the log durable while the node goes on.
+//!
+//! `RaftNode` hands each Ready's hard state and entries to this thread and
+//! keeps working: it sends the leader's AppendEntries, takes new proposals,
+//! steps replies. Writes complete in order; only then does the node count
+//! its own copy (thesis §10.2.1) and send the replies that depend on them
+//! (Figure 2: "respond to RPCs only after updating stable storage").
+//!
+//! While one fsync runs, the next writes queue up, and the thread merges them
+//! into one batch: the busier the node, the more entries each fsync covers
+//! (group commit), with no timer and no tuning.
+//!
+//! ```text
+//!  server task:  ready#1 ─┐   ready#2 ─┐  ready#3 ─┐
+//!  writer:             [persist #1 ······][persist #2+#3 ······]
+//!  server task:                     done#1 ─▶ advance, send replies #1
+//! ```
+
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::storage::{Storage, StorageError};
+use crate::types::{HardState, LogEntry, LogIndex, Term};
+
+/// One unit of work, numbered; completions are reported by number.
+pub(crate) enum Job {
+    Persist {
+        seq: u64,
+        hard_state: Option<HardState>,
+        entries: Vec<LogEntry>,
+    },
+    Compact {
+        seq: u64,
+        index: LogIndex,
+    },
+    Reset {
+        seq: u64,
+        index: LogIndex,
+        term: Term,
+    },
+    /// Answers once every job before it is done.
+    Barrier(std_mpsc::Sender<Result<(), StorageError>>),
+}
+
+/// Every job up to `seq` is durable (or failed with `result`).
+#[derive(Debug)]
+pub struct WriteDone {
+    pub seq: u64,
+    pub result: Result<(), StorageError>,
+    pub entries: usize,
+    pub elapsed: Duration,
+}
+
+pub(crate) struct LogWriter {
+    jobs: std_mpsc::Sender<Job>,
+}
+
+impl LogWriter {
+    /// Moves `storage` onto a new thread. Completions arrive on `done`.
+    pub(crate) fn start(
+        mut storage: Box<dyn Storage>,
+        done: mpsc::UnboundedSender<WriteDone>,
+    ) -> std::io::Result<LogWriter> {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || run(storage.as_mut(), rx, done))?;
+        Ok(LogWriter { jobs: tx })
+    }
+
+    /// Queues a job; false if the thread is gone (it stopped after a
+    /// storage failure, which was reported).
+    pub(crate) fn submit(&self, job: Job) -> bool {
+        self.jobs.send(job).is_ok()
+    }
+}
+
+fn run(
+    storage: &mut dyn Storage,
+    jobs: std_mpsc::Receiver<Job>,
+    done: mpsc::UnboundedSender<WriteDone>,
+) {
+    let mut failed: Option<String> = None;
+    let mut next: Option<Job> = None;
+    loop {
+        let job = match next.take() {
+            Some(j) => j,
+            None => match jobs.recv() {
+                Ok(j) => j,
+                // The node dropped its end: nothing more to write.
+                Err(_) => return,
+            },
+        };
+        let started = Instant::now();
+        let (seq, entries, result) = match job {
+            Job::Persist {
+                seq,
+                hard_state,
+                entries,
+            } => {
+                // Group commit: fold in every persist already waiting.
+                let (seq, hard_state, entries) = merge(seq, hard_state, entries, &jobs, &mut next);
+                let n = entries.len();
+                let r = guard(&failed, || storage.persist(hard_state.as_ref(), &entries));
+                (seq, n, r)
+            }
+            Job::Compact { seq, index } => (seq, 0, guard(&failed, || storage.compact(index))),
+            Job::Reset { seq, index, term } => {
+                (seq, 0, guard(&failed, || storage.reset(index, term)))
+            }
+            Job::Barrier(reply) => {
+                let r = match &failed {
+                    Some(e) => Err(StorageError::Invalid(format!(
+                        "storage failed earlier: {e}"
+                    ))),
+                    None => Ok(()),
+                };
+                let _ = reply.send(r);
+                continue;
+            }
+        };
+        if let Err(e) = &result {
+            failed.get_or_insert_with(|| e.to_string());
+        }
+        let report = WriteDone {
+            seq,
+            result,
+            entries,
+            elapsed: started.elapsed(),
+        };
+        if done.send(report).is_err() {
+            return;
+        }
+    }
+}
+
+/// After a failure, every later write fails too (fail-stop: nothing may be
+/// acknowledged on top of a write that did not happen).
+fn guard(
+    failed: &Option<String>,
+    write: impl FnOnce() -> Result<(), StorageError>,
+) -> Result<(), StorageError> {
+    match failed {
+        Some(e) => Err(StorageError::Invalid(format!(
+            "storage failed earlier: {e}"
+        ))),
+        None => write(),
+    }
+}
+
+/// Merges queued persist jobs into one: the newest hard state, and the
+/// entries as the log would look after applying each job in order (a later
+/// job that starts at or before an earlier one's entries replaces them from
+/// there, exactly as `Storage::persist` would). Stops at the first job that
+/// is not a persist, keeping it for later.
+fn merge(
+    mut seq: u64,
+    mut hard_state: Option<HardState>,
+    mut entries: Vec<LogEntry>,
+    jobs: &std_mpsc::Receiver<Job>,
+    next: &mut Option<Job>,
+) -> (u64, Option<HardState>, Vec<LogEntry>) {
+    while let Ok(job) = jobs.try_recv() {
+        match job {
+            Job::Persist {
+                seq: s,
+                hard_state: hs,
+                entries: more,
+            } => {
+                seq = s;
+                if hs.is_some() {
+                    hard_state = hs;
+                }
+                if let Some(first) = more.first() {
+                    let keep = entries.partition_point(|e| e.index < first.index);
+                    entries.truncate(keep);
+                    entries.extend(more);
+                }
+            }
+            other => {
+                *next = Some(other);
+                break;
+            }
+        }
+    }
+    (seq, hard_state, entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(index: LogIndex, term: Term) -> LogEntry {
+        LogEntry::new(term, index, vec![])
+    }
+
+    #[test]
+    fn merging_keeps_the_log_a_sequence_of_persists_would_leave() {
+        let (tx, rx) = std_mpsc::channel();
+        tx.send(Job::Persist {
+            seq: 2,
+            hard_state: Some(HardState {
+                term: 3,
+                voted_for: None,
+            }),
+            entries: vec![e(3, 3), e(4, 3)],
+        })
+        .expect("send");
+        // A conflict rewrites from index 4.
+        tx.send(Job::Persist {
+            seq: 3,
+            hard_state: None,
+            entries: vec![e(4, 4), e(5, 4)],
+        })
+        .expect("send");
+        tx.send(Job::Compact { seq: 4, index: 1 }).expect("send");
+        let mut next = None;
+        let (seq, hs, entries) = merge(1, None, vec![e(1, 1), e(2, 1)], &rx, &mut next);
+        assert_eq!(seq, 3);
+        assert_eq!(
+            hs,
+            Some(HardState {
+                term: 3,
+                voted_for: None
+            })
+        );
+        let got: Vec<(u64, u64)> = entries.iter().map(|x| (x.index, x.term)).collect();
+        assert_eq!(got, vec![(1, 1), (2, 1), (3, 3), (4, 4), (5, 4)]);
+        assert!(
+            matches!(next, Some(Job::Compact { seq: 4, .. })),
+            "the compact waits its turn"
+        );
+    }
+}
