@@ -1779,3 +1779,58 @@ fn a_second_server_on_a_data_dir_in_use_is_refused() {
         "one clear line expected: {err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// Snapshots: a follower whose data dir is wiped rejoins by snapshot.
+
+#[test]
+fn a_wiped_follower_rejoins_by_snapshot_and_all_nodes_converge() {
+    let opts = Opts {
+        extra: vec!["--snapshot-entries".into(), "200".into()],
+        ..Opts::default()
+    };
+    let mut c = Cluster::start_with(3, opts);
+    let leader = c.wait_for_leader(secs(5));
+    let mut con = c.redis(leader);
+    for i in 0..600 {
+        let _: String = q(&mut con, &["SET", &format!("w{i}"), &format!("v{i}")]);
+    }
+    let info = c.info(leader).expect("leader answers");
+    assert!(
+        info.num("snapshot_last_index") > 0,
+        "the leader compacted its log (snapshot every 200 entries)"
+    );
+    let victim = c.followers(leader)[0];
+    c.kill9(victim);
+    std::fs::remove_dir_all(&c.nodes[victim].data_dir).expect("wipe the data dir");
+    // More writes while it is gone, then it comes back empty.
+    for i in 600..700 {
+        let _: String = q(&mut con, &["SET", &format!("w{i}"), &format!("v{i}")]);
+    }
+    c.spawn(victim);
+    let want = c.info(leader).expect("leader").num("commit_index");
+    wait_until(secs(20), "the wiped follower caught up", || {
+        c.info(victim)
+            .filter(|i| i.num("last_applied") >= want)
+            .map(|_| ())
+    });
+    let st = c.info(victim).expect("victim answers");
+    assert!(
+        st.num("snapshot_last_index") > 0,
+        "it caught up by installing a snapshot"
+    );
+    // Every node holds the same data.
+    let keys: Vec<String> = (0..700).map(|i| format!("w{i}")).collect();
+    for i in 0..3 {
+        let mut con = c.redis(i);
+        let got = mget_all(&mut con, &keys);
+        for (j, v) in got.iter().enumerate() {
+            assert_eq!(
+                v.as_deref(),
+                Some(format!("v{j}").as_str()),
+                "w{j} via node {}",
+                i + 1
+            );
+        }
+    }
+}
