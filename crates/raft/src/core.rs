@@ -553,9 +553,14 @@ impl RaftCore {
         } else if msg_term < self.term {
             match msg.rpc {
                 // A stale leader learns our term from the reply and steps down.
+                // The reply carries *our* term, so if that old leader has
+                // since restarted and leads our term, it will take this reply
+                // as one of its own: it must not echo the request's
+                // ReadIndex round (rounds restart from 0 in a new life), or
+                // it would confirm reads nobody confirmed. Round 0 confirms
+                // nothing. (Found by the simulator, seed 101674.)
                 Rpc::AppendEntries(a) => {
-                    let reply =
-                        self.append_reply(false, 0, a.prev_log_index, 0, None, a.read_round);
+                    let reply = self.append_reply(false, 0, a.prev_log_index, 0, None, 0);
                     self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
                 }
                 Rpc::RequestVote(a) => {

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod peer;
 pub mod resp;
 pub mod server;
+pub mod sim;
 pub mod up;

@@ -24,6 +24,9 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Start a local cluster on 127.0.0.1 and show it live, until Ctrl-C.
     Up(raftkv::up::UpArgs),
+    /// Deterministic simulation: many seeded runs of the Raft cores with
+    /// faults, checking the paper's invariants and linearizability.
+    Sim(raftkv::sim::cli::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -112,6 +115,12 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulator is single-threaded, needs no runtime, and keeps its own
+    // trace: the core's log lines would only drown it.
+    let cli = match cli.command {
+        Command::Sim(args) => return raftkv::sim::cli::run(args),
+        other => Cli { command: other },
+    };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -129,6 +138,7 @@ fn main() -> ExitCode {
             raftkv::server::run(config, shutdown_signal()).await
         }),
         Command::Up(args) => runtime.block_on(raftkv::up::run(args, shutdown_signal())),
+        Command::Sim(_) => Ok(()),
     };
     // Do not wait for lingering connection tasks.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

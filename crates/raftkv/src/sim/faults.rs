@@ -1,0 +1,247 @@
+//! Which faults a run injects, and the bugs it can switch on.
+
+use std::fmt;
+use std::str::FromStr;
+
+use raft::BugSwitches;
+
+/// The fault mix of a run. Parsed from a comma-separated list of names
+/// (`--faults crash,power,loss`) or groups (`partitions`, `crashes`,
+/// `network`, `all`, `none`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FaultMix {
+    /// `partition`: the cluster splits in two groups that cannot talk.
+    pub partition: bool,
+    /// `asym`: one node can send but not receive, or receive but not send.
+    pub asymmetric: bool,
+    /// `bridge`: one node can talk to exactly one peer (with five nodes,
+    /// sometimes Jepsen's bridge: two halves joined by one node).
+    pub bridge: bool,
+    /// `crash`: a process crash; written data survives (page cache).
+    pub crash: bool,
+    /// `power`: a power loss; only fsynced data and a prefix of the rest survive.
+    pub power_loss: bool,
+    /// `loss`: messages are dropped at random.
+    pub loss: bool,
+    /// `dup`: messages are delivered twice.
+    pub duplicate: bool,
+    /// `reorder`: wide random delays, no per-link FIFO.
+    pub reorder: bool,
+    /// `delay`: now and then a message arrives several elections late.
+    pub long_delay: bool,
+    /// `drift`: each node's clock runs a few percent fast or slow.
+    pub drift: bool,
+}
+
+const NAMES: [&str; 10] = [
+    "partition",
+    "asym",
+    "bridge",
+    "crash",
+    "power",
+    "loss",
+    "dup",
+    "reorder",
+    "delay",
+    "drift",
+];
+
+impl FaultMix {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn all() -> Self {
+        let mut m = Self::default();
+        for name in NAMES {
+            m.set(name);
+        }
+        m
+    }
+
+    /// Partitions of every shape.
+    pub fn partitions() -> Self {
+        FaultMix {
+            partition: true,
+            asymmetric: true,
+            bridge: true,
+            ..Self::default()
+        }
+    }
+
+    /// Crashes and power losses.
+    pub fn crashes() -> Self {
+        FaultMix {
+            crash: true,
+            power_loss: true,
+            ..Self::default()
+        }
+    }
+
+    /// Loss, duplication, reordering and long delays.
+    pub fn network() -> Self {
+        FaultMix {
+            loss: true,
+            duplicate: true,
+            reorder: true,
+            long_delay: true,
+            ..Self::default()
+        }
+    }
+
+    /// The union of two mixes.
+    pub fn with(self, other: FaultMix) -> Self {
+        let mut m = self;
+        for name in NAMES {
+            if other.get(name) {
+                m.set(name);
+            }
+        }
+        m
+    }
+
+    fn field(&mut self, name: &str) -> Option<&mut bool> {
+        Some(match name {
+            "partition" => &mut self.partition,
+            "asym" => &mut self.asymmetric,
+            "bridge" => &mut self.bridge,
+            "crash" => &mut self.crash,
+            "power" => &mut self.power_loss,
+            "loss" => &mut self.loss,
+            "dup" => &mut self.duplicate,
+            "reorder" => &mut self.reorder,
+            "delay" => &mut self.long_delay,
+            "drift" => &mut self.drift,
+            _ => return None,
+        })
+    }
+
+    fn set(&mut self, name: &str) {
+        if let Some(f) = self.field(name) {
+            *f = true;
+        }
+    }
+
+    fn get(self, name: &str) -> bool {
+        let mut m = self;
+        m.field(name).is_some_and(|f| *f)
+    }
+
+    pub fn network_faults(self) -> bool {
+        self.partition || self.asymmetric || self.bridge
+    }
+
+    pub fn node_faults(self) -> bool {
+        self.crash || self.power_loss
+    }
+}
+
+impl fmt::Display for FaultMix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::none() {
+            return f.write_str("none");
+        }
+        if *self == Self::all() {
+            return f.write_str("all");
+        }
+        let on: Vec<&str> = NAMES.iter().copied().filter(|n| self.get(n)).collect();
+        f.write_str(&on.join(","))
+    }
+}
+
+impl FromStr for FaultMix {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut m = FaultMix::none();
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            m = match word {
+                "none" => m,
+                "all" => m.with(FaultMix::all()),
+                "partitions" => m.with(FaultMix::partitions()),
+                "crashes" => m.with(FaultMix::crashes()),
+                "network" => m.with(FaultMix::network()),
+                name => {
+                    if m.field(name).is_none() {
+                        return Err(format!(
+                            "unknown fault {name:?}; expected none, all, partitions, crashes, network or one of {}",
+                            NAMES.join(", ")
+                        ));
+                    }
+                    m.set(name);
+                    m
+                }
+            };
+        }
+        Ok(m)
+    }
+}
+
+/// A bug the core can be told to have (see [`raft::BugSwitches`]): each
+/// breaks one rule, so a test can prove the simulator notices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bug {
+    /// Figure 8: commit entries of earlier terms by counting replicas.
+    CommitPreviousTermByCounting,
+    /// Persist the term but not the vote.
+    ForgetToPersistVote,
+    /// Truncate the log on any AppendEntries, even a stale one.
+    TruncateOnStaleAppend,
+    /// Serve ReadIndex reads without a heartbeat round.
+    ReadWithoutQuorumCheck,
+    /// Take office without appending a no-op.
+    SkipNoopOnElection,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 5] = [
+        Bug::CommitPreviousTermByCounting,
+        Bug::ForgetToPersistVote,
+        Bug::TruncateOnStaleAppend,
+        Bug::ReadWithoutQuorumCheck,
+        Bug::SkipNoopOnElection,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::CommitPreviousTermByCounting => "commit-previous-term-by-counting",
+            Bug::ForgetToPersistVote => "forget-to-persist-vote",
+            Bug::TruncateOnStaleAppend => "truncate-on-stale-append",
+            Bug::ReadWithoutQuorumCheck => "read-without-quorum-check",
+            Bug::SkipNoopOnElection => "skip-noop-on-election",
+        }
+    }
+
+    pub fn switches(self) -> BugSwitches {
+        let mut b = BugSwitches::default();
+        match self {
+            Bug::CommitPreviousTermByCounting => b.commit_previous_term_by_counting = true,
+            Bug::ForgetToPersistVote => b.forget_to_persist_vote = true,
+            Bug::TruncateOnStaleAppend => b.truncate_on_stale_append = true,
+            Bug::ReadWithoutQuorumCheck => b.read_without_quorum_check = true,
+            Bug::SkipNoopOnElection => b.skip_noop_on_election = true,
+        }
+        b
+    }
+}
+
+impl fmt::Display for Bug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Bug {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Bug::ALL
+            .iter()
+            .copied()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Bug::ALL.iter().map(|b| b.name()).collect();
+                format!("unknown bug {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}

@@ -1,0 +1,1452 @@
+//! The world: N `RaftCore`s with their disks and KV stores, a network,
+//! clients, a virtual clock and one event queue, all driven by one RNG.
+//!
+//! The simulator is the driver of every core (the role `RaftNode` plays in
+//! production), following the order documented on [`raft::Ready`]:
+//!
+//! 1. `messages` go on the network at once;
+//! 2. `hard_state` and `entries` are *written* to the node's [`SimDisk`],
+//!    unsynced;
+//! 3. an fsync follows, in the same step or a few virtual milliseconds later
+//!    (the RNG decides); only then does the node call `advance`, send
+//!    `persisted_messages`, apply `committed_entries` and answer `read_states`.
+//!
+//! Readies that wait for the same fsync complete in order. A crash between
+//! a write and its fsync loses what the disk did not keep.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use raft::{
+    EntryKind, LogEntry, LogIndex, Message, NodeId, NotLeader, RaftConfig, RaftCore, RaftState,
+    ReadState, Ready, Rpc, StateMachine, Term,
+};
+
+use crate::kv::{encode_command, KvOutput, KvQuery, KvStore};
+use crate::sim::checker::{Invariants, LogView, Violation, ViolationKind};
+use crate::sim::client::{choose_op, Client, HistoryOp, KvOp, Outcome};
+use crate::sim::disk::SimDisk;
+use crate::sim::network::{Fate, Network, Weather};
+use crate::sim::rng::SimRng;
+use crate::sim::trace::{fmt_message, fmt_time, Trace};
+use crate::sim::{SimOptions, SimStats};
+
+/// One tick of the core's logical clock, in virtual µs (RaftConfig's default).
+const TICK_US: u64 = 10_000;
+/// A client gives up on an operation after this long (a little under two
+/// maximum election timeouts), and tries another node next.
+const CLIENT_TIMEOUT_US: u64 = 1_000_000;
+/// After the last fault heals, a leader must have committed within this.
+pub const LIVENESS_BOUND_US: u64 = 15_000_000;
+/// Chance that a node is crashed soon after it grants a vote or takes office.
+const TARGETED_CRASH_CHANCE: f64 = 0.1;
+/// …and a client write must then commit everywhere within this.
+const PROBE_BOUND_US: u64 = 5_000_000;
+
+#[derive(Debug)]
+enum Event {
+    Tick {
+        node: usize,
+        inc: u32,
+    },
+    Fsync {
+        node: usize,
+        inc: u32,
+    },
+    Deliver {
+        msg: Message,
+        sent_at: u64,
+        dup: bool,
+        late: bool,
+    },
+    ClientStart {
+        client: usize,
+    },
+    ClientArrive {
+        op: usize,
+    },
+    ClientTimeout {
+        op: usize,
+    },
+    Fault,
+    /// A targeted crash (see `check_node`), if the node is still in the
+    /// same life.
+    Crash {
+        node: usize,
+        inc: u32,
+    },
+    /// Power back on, unless the node has restarted (and maybe crashed
+    /// again) since: `inc` is its life at the crash.
+    Restart {
+        node: usize,
+        inc: u32,
+    },
+    HealNetwork {
+        epoch: u64,
+    },
+}
+
+struct Scheduled {
+    at: u64,
+    /// Random: events due at the same instant run in a seeded order.
+    tie: u64,
+    seq: u64,
+    event: Event,
+}
+
+impl Scheduled {
+    fn key(&self) -> (u64, u64, u64) {
+        (self.at, self.tie, self.seq)
+    }
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // BinaryHeap is a max-heap: the earliest event is the greatest.
+        other.key().cmp(&self.key())
+    }
+}
+
+struct Node {
+    id: NodeId,
+    /// `None` while the node is down.
+    core: Option<RaftCore>,
+    disk: SimDisk,
+    kv: KvStore,
+    /// Bumped at every crash: events of an earlier life are ignored.
+    inc: u32,
+    /// Readies written to disk, waiting for the fsync.
+    pending: VecDeque<Ready>,
+    fsync_scheduled: bool,
+    /// This node's tick period in virtual µs (clock drift).
+    tick_period: u64,
+    /// What the checks last saw.
+    role: (RaftState, Term),
+    voted_for: Option<NodeId>,
+    last_commit: LogIndex,
+    applied: LogIndex,
+    leader_last: Option<(Term, LogIndex)>,
+    /// Client waiters: writes by log index, reads by ReadIndex id, and reads
+    /// waiting for the state machine to reach their read index.
+    write_waiters: BTreeMap<LogIndex, Vec<(usize, Term)>>,
+    /// (op, the highest committed index anywhere when the read arrived)
+    read_waiters: BTreeMap<u64, (usize, LogIndex)>,
+    reads_applying: Vec<(LogIndex, usize)>,
+}
+
+impl Node {
+    fn is_up(&self) -> bool {
+        self.core.is_some()
+    }
+}
+
+pub(crate) struct World {
+    opts: SimOptions,
+    rng: SimRng,
+    now: u64,
+    seq: u64,
+    history_seq: u64,
+    queue: BinaryHeap<Scheduled>,
+    ids: Vec<NodeId>,
+    nodes: Vec<Node>,
+    pub(crate) config: RaftConfig,
+    net: Network,
+    net_epoch: u64,
+    clients: Vec<Client>,
+    pub(crate) history: Vec<HistoryOp>,
+    inv: Invariants,
+    pub(crate) trace: Trace,
+    pub(crate) stats: SimStats,
+    pub(crate) violation: Option<Violation>,
+    /// False once the last fault has healed: no new faults, no new ops.
+    faults_on: bool,
+    accepting_ops: bool,
+    next_read_id: u64,
+    unique: u64,
+    sync_inline: f64,
+    fsync_latency: (u64, u64),
+}
+
+impl World {
+    pub(crate) fn new(opts: SimOptions) -> Self {
+        let mut rng = SimRng::new(opts.seed);
+        let n = opts.nodes.max(1);
+        let ids: Vec<NodeId> = (1..=n as NodeId).collect();
+        let config = RaftConfig {
+            pre_vote: opts.pre_vote.unwrap_or_else(|| rng.chance(0.7)),
+            check_quorum: opts.check_quorum.unwrap_or_else(|| rng.chance(0.7)),
+            max_entries_per_append: opts
+                .max_entries_per_append
+                .unwrap_or_else(|| rng.pick(&[1, 2, 4, 64])),
+            max_inflight_appends: rng.pick(&[1, 4, 64]),
+            ..RaftConfig::default()
+        };
+        let weather = Weather::draw(&mut rng, opts.faults);
+        let (sync_inline, fsync_latency) = if opts.faults.power_loss {
+            (0.3, (1_000, 15_000))
+        } else {
+            (0.5, (200, 3_000))
+        };
+        let nodes = ids
+            .iter()
+            .map(|&id| {
+                let drift = if opts.faults.drift {
+                    rng.range(0, 1_000) as i64 - 500
+                } else {
+                    0
+                };
+                Node {
+                    id,
+                    core: None,
+                    disk: SimDisk::new(),
+                    kv: KvStore::new(),
+                    inc: 0,
+                    pending: VecDeque::new(),
+                    fsync_scheduled: false,
+                    // ±5%: safety must not depend on timing (no leases).
+                    tick_period: (TICK_US as i64 + drift) as u64,
+                    role: (RaftState::Follower, 0),
+                    voted_for: None,
+                    last_commit: 0,
+                    applied: 0,
+                    leader_last: None,
+                    write_waiters: BTreeMap::new(),
+                    read_waiters: BTreeMap::new(),
+                    reads_applying: Vec::new(),
+                }
+            })
+            .collect();
+        let trace = Trace::new(opts.trace_lines, opts.keep_full_trace);
+        World {
+            clients: vec![Client::default(); opts.clients],
+            opts,
+            rng,
+            now: 0,
+            seq: 0,
+            history_seq: 0,
+            queue: BinaryHeap::new(),
+            ids,
+            nodes,
+            config,
+            net: Network::new(n, weather),
+            net_epoch: 0,
+            history: Vec::new(),
+            inv: Invariants::new(),
+            trace,
+            stats: SimStats::default(),
+            violation: None,
+            faults_on: true,
+            accepting_ops: true,
+            next_read_id: 1,
+            unique: 0,
+            sync_inline,
+            fsync_latency,
+        }
+    }
+
+    /// Runs the whole scenario: the faulty phase, then healing and the
+    /// liveness check, then the end-of-run checks.
+    pub(crate) fn run(&mut self) {
+        self.trace(format!(
+            "start: {} nodes, faults {}, {}{}",
+            self.ids.len(),
+            self.opts.faults,
+            self.config_summary(),
+            self.opts
+                .bug
+                .map_or(String::new(), |b| format!(", BUG {b}"))
+        ));
+        for x in 0..self.nodes.len() {
+            self.start_node(x);
+        }
+        for c in 0..self.clients.len() {
+            let at = self.rng.range(0, 50_000);
+            self.schedule(at, Event::ClientStart { client: c });
+        }
+        if self.opts.faults.network_faults() || self.opts.faults.node_faults() {
+            let at = self.rng.range(100_000, 1_000_000);
+            self.schedule(at, Event::Fault);
+        }
+        while self.stats.steps < self.opts.steps && self.violation.is_none() {
+            if !self.step() {
+                break;
+            }
+        }
+        if self.violation.is_none() {
+            self.heal_and_check_liveness();
+        }
+        if self.violation.is_none() {
+            self.check_linearizability();
+        }
+        self.stats.virtual_ms = self.now / 1000;
+    }
+
+    pub(crate) fn config_summary(&self) -> String {
+        format!(
+            "pre-vote {}, check-quorum {}, batch {}, inflight {}",
+            on_off(self.config.pre_vote),
+            on_off(self.config.check_quorum),
+            self.config.max_entries_per_append,
+            self.config.max_inflight_appends
+        )
+    }
+
+    /// One line per node: up or down, role, term, commit, applied, log end.
+    pub(crate) fn node_summaries(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|n| match &n.core {
+                None => format!(
+                    "n{} down (disk: term {}, vote {}, {} entries)",
+                    n.id,
+                    n.disk.durable_hard_state().term,
+                    fmt_vote(n.disk.durable_hard_state().voted_for),
+                    n.disk.durable_len()
+                ),
+                Some(c) => format!(
+                    "n{} {} term {} vote {} leader {} commit {} applied {} last {}/{}",
+                    n.id,
+                    c.state(),
+                    c.term(),
+                    fmt_vote(c.voted_for()),
+                    fmt_vote(c.leader_id()),
+                    c.commit_index(),
+                    n.applied,
+                    c.last_log_index(),
+                    c.last_log_term()
+                ),
+            })
+            .collect()
+    }
+
+    // ----- The event loop ----------------------------------------------------
+
+    fn schedule(&mut self, at: u64, event: Event) {
+        self.seq += 1;
+        let tie = self.rng.next_u64();
+        self.queue.push(Scheduled {
+            at: at.max(self.now),
+            tie,
+            seq: self.seq,
+            event,
+        });
+    }
+
+    /// Runs the next event. False when nothing is left to do.
+    fn step(&mut self) -> bool {
+        let Some(s) = self.queue.pop() else {
+            return false;
+        };
+        self.now = s.at;
+        self.stats.steps += 1;
+        self.handle(s.event);
+        if self.violation.is_none() {
+            self.check_commit_safety();
+        }
+        true
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node, inc } => {
+                if !self.alive(node, inc) {
+                    return;
+                }
+                if let Some(core) = self.nodes[node].core.as_mut() {
+                    core.tick();
+                }
+                self.after_input(node);
+                let at = self.now + self.nodes[node].tick_period;
+                self.schedule(at, Event::Tick { node, inc });
+            }
+            Event::Fsync { node, inc } => {
+                if !self.alive(node, inc) {
+                    return;
+                }
+                self.nodes[node].fsync_scheduled = false;
+                self.sync_now(node);
+                self.after_input(node);
+            }
+            Event::Deliver {
+                msg,
+                sent_at,
+                dup,
+                late,
+            } => self.deliver(msg, sent_at, dup, late),
+            Event::ClientStart { client } => self.client_start(client),
+            Event::ClientArrive { op } => self.client_arrive(op),
+            Event::ClientTimeout { op } => self.client_timeout(op),
+            Event::Fault => self.fault(),
+            Event::Crash { node, inc } => {
+                if self.faults_on && self.alive(node, inc) {
+                    self.crash_and_schedule_restart(node, true);
+                }
+            }
+            Event::Restart { node, inc } => {
+                if self.nodes[node].inc == inc {
+                    self.restart(node);
+                }
+            }
+            Event::HealNetwork { epoch } => {
+                if epoch == self.net_epoch && self.net.any_cut() {
+                    self.net.heal();
+                    self.trace("network healed".to_string());
+                }
+            }
+        }
+    }
+
+    fn alive(&self, node: usize, inc: u32) -> bool {
+        self.nodes[node].is_up() && self.nodes[node].inc == inc
+    }
+
+    fn trace(&mut self, text: String) {
+        self.trace.push(self.now, text);
+    }
+
+    fn fail(&mut self, kind: ViolationKind, detail: String) {
+        if self.violation.is_none() {
+            self.trace(format!("VIOLATION {}: {detail}", kind.name()));
+            self.violation = Some(Violation {
+                kind,
+                at_us: self.now,
+                detail,
+            });
+        }
+    }
+
+    fn check(&mut self, result: Result<(), (ViolationKind, String)>) {
+        if let Err((kind, detail)) = result {
+            self.fail(kind, detail);
+        }
+    }
+
+    // ----- Nodes: readies, disk, apply -----------------------------------------
+
+    fn start_node(&mut self, x: usize) {
+        let recovered = self.nodes[x].disk.recover();
+        let seed = self.rng.next_u64();
+        let id = self.nodes[x].id;
+        match RaftCore::new(id, &self.ids, self.config.clone(), recovered, seed) {
+            Ok(mut core) => {
+                if let Some(bug) = self.opts.bug {
+                    core.set_bug_switches(bug.switches());
+                }
+                self.nodes[x].role = (core.state(), core.term());
+                self.nodes[x].voted_for = core.voted_for();
+                self.nodes[x].core = Some(core);
+            }
+            Err(e) => {
+                self.fail(
+                    ViolationKind::StorageContract,
+                    format!("n{id} cannot restart from its disk: {e}"),
+                );
+                return;
+            }
+        }
+        let inc = self.nodes[x].inc;
+        let at = self.now + self.rng.range(1, self.nodes[x].tick_period);
+        self.schedule(at, Event::Tick { node: x, inc });
+    }
+
+    fn after_input(&mut self, x: usize) {
+        self.drain(x);
+        self.check_node(x);
+    }
+
+    fn drain(&mut self, x: usize) {
+        while self.violation.is_none() {
+            let rd = match self.nodes[x].core.as_mut() {
+                Some(core) if core.has_ready() => core.ready(),
+                _ => return,
+            };
+            self.on_ready(x, rd);
+        }
+    }
+
+    fn on_ready(&mut self, x: usize, mut rd: Ready) {
+        let id = self.nodes[x].id;
+        // Roles first: a second leader in a term is the root cause of what
+        // its Ready would show (Election Safety before Log Matching).
+        self.check_node(x);
+        if self.violation.is_some() {
+            return;
+        }
+        if let Some(m) = rd
+            .messages
+            .iter()
+            .find(|m| !matches!(m.rpc, Rpc::AppendEntries(_)))
+        {
+            let text = fmt_message(m);
+            self.fail(
+                ViolationKind::PersistBeforeReply,
+                format!("n{id} sends {text} before persisting its Ready"),
+            );
+            return;
+        }
+        if !rd.entries.is_empty() {
+            let node = &self.nodes[x];
+            let Some(core) = node.core.as_ref() else {
+                return;
+            };
+            let mut result = Ok(());
+            let leader_term = core.is_leader().then(|| core.term());
+            if let (true, Some((t, last))) = (core.is_leader(), node.leader_last) {
+                let first = rd.entries[0].index;
+                if t == core.term() && (first <= last || rd.entries.iter().any(|e| e.term != t)) {
+                    result = Err((
+                        ViolationKind::LeaderAppendOnly,
+                        format!(
+                            "leader n{id} of term {t} rewrote its log from index {first} (its log ended at {last})"
+                        ),
+                    ));
+                }
+            }
+            if result.is_ok() {
+                result = self.inv.on_written(id, core, &rd.entries, node.last_commit);
+            }
+            if let (Some(t), Some(e)) = (leader_term, rd.entries.last()) {
+                // What this leader has handed out for writing, for Leader
+                // Append-Only: its next writes must come after it.
+                self.nodes[x].leader_last = Some((t, e.index));
+            }
+            self.check(result);
+            if self.violation.is_some() {
+                return;
+            }
+        }
+        for m in std::mem::take(&mut rd.messages) {
+            self.send(m);
+        }
+        let needs_write = rd.hard_state.is_some() || !rd.entries.is_empty();
+        if needs_write {
+            if let Err(e) = self.nodes[x]
+                .disk
+                .write(rd.hard_state.as_ref(), &rd.entries)
+            {
+                self.fail(ViolationKind::StorageContract, format!("n{id}: {e}"));
+                return;
+            }
+        }
+        if !needs_write && self.nodes[x].pending.is_empty() {
+            self.complete_ready(x, rd);
+            return;
+        }
+        self.nodes[x].pending.push_back(rd);
+        if self.rng.chance(self.sync_inline) {
+            self.sync_now(x);
+        } else if !self.nodes[x].fsync_scheduled {
+            self.nodes[x].fsync_scheduled = true;
+            let (lo, hi) = self.fsync_latency;
+            let at = self.now + self.rng.range(lo, hi);
+            let inc = self.nodes[x].inc;
+            self.schedule(at, Event::Fsync { node: x, inc });
+        }
+    }
+
+    /// fsync, then finish every Ready that waited for it, in order.
+    fn sync_now(&mut self, x: usize) {
+        self.nodes[x].disk.sync();
+        while let Some(rd) = self.nodes[x].pending.pop_front() {
+            self.complete_ready(x, rd);
+            if self.violation.is_some() || !self.nodes[x].is_up() {
+                return;
+            }
+        }
+    }
+
+    fn complete_ready(&mut self, x: usize, rd: Ready) {
+        let Some(core) = self.nodes[x].core.as_mut() else {
+            return;
+        };
+        core.advance(&rd);
+        for m in rd.persisted_messages {
+            if let Err(text) = self.durable_before_sending(x, &m) {
+                self.fail(ViolationKind::PersistBeforeReply, text);
+                return;
+            }
+            self.send(m);
+        }
+        self.apply(x, rd.committed_entries);
+        self.answer_reads(x, rd.read_states);
+    }
+
+    /// Figure 2: "respond to RPCs only after updating stable storage". A
+    /// granted vote, a vote request and a successful append reply each
+    /// promise something about this node's disk; check the disk keeps it.
+    fn durable_before_sending(&self, x: usize, m: &Message) -> Result<(), String> {
+        let disk = &self.nodes[x].disk;
+        let hs = disk.durable_hard_state();
+        let voted = |term: Term, for_whom: NodeId| {
+            hs.term > term || (hs.term == term && hs.voted_for == Some(for_whom))
+        };
+        let ok = match &m.rpc {
+            Rpc::RequestVoteReply(r) if r.vote_granted && !r.pre_vote => voted(r.term, m.to),
+            Rpc::RequestVote(a) if !a.pre_vote => voted(a.term, m.from),
+            Rpc::AppendEntriesReply(r) if r.success => {
+                hs.term > r.term || disk.durable_len() as LogIndex >= r.match_index
+            }
+            _ => true,
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(format!(
+            "n{} sends {} but its disk holds term {}, vote {}, {} entries",
+            m.from,
+            fmt_message(m),
+            hs.term,
+            fmt_vote(hs.voted_for),
+            disk.durable_len()
+        ))
+    }
+
+    /// Commit safety after every step (see `Invariants::check_commit_safety`).
+    fn check_commit_safety(&mut self) {
+        let Some((index, _)) = self.inv.last_committed() else {
+            return;
+        };
+        let logs: Vec<(NodeId, Vec<LogView>)> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let (last_index, last_term) = n.disk.durable_last();
+                let mut views = vec![LogView {
+                    last_index,
+                    last_term,
+                    term_at_committed: n.disk.durable_term(index),
+                    committed_index: index,
+                }];
+                if let Some(core) = &n.core {
+                    views.push(LogView {
+                        last_index: core.last_log_index(),
+                        last_term: core.last_log_term(),
+                        term_at_committed: core.entry(index).map(|e| e.term),
+                        committed_index: index,
+                    });
+                }
+                (n.id, views)
+            })
+            .collect();
+        let result = self.inv.check_commit_safety(&logs);
+        self.check(result);
+    }
+
+    fn apply(&mut self, x: usize, entries: Vec<LogEntry>) {
+        let id = self.nodes[x].id;
+        for e in entries {
+            let expected = self.nodes[x].applied + 1;
+            let result = self.inv.on_applied(id, &e, expected);
+            self.check(result);
+            if self.violation.is_some() {
+                return;
+            }
+            let node = &mut self.nodes[x];
+            let output = match e.kind {
+                EntryKind::Normal => StateMachine::apply(&mut node.kv, e.index, &e.data),
+                EntryKind::Noop => KvOutput::Ok,
+            };
+            node.applied = e.index;
+            if let Some(waiters) = node.write_waiters.remove(&e.index) {
+                for (op, term) in waiters {
+                    if term == e.term {
+                        if self.finish(op, Outcome::Ok(output.clone())) {
+                            self.inv.on_acknowledged(e.index, term, op);
+                        }
+                    } else {
+                        let why = format!("index {} went to term {}", e.index, e.term);
+                        self.finish(op, Outcome::Failed(why));
+                    }
+                }
+            }
+        }
+        self.serve_reads(x);
+    }
+
+    /// Reads whose read index the state machine has reached.
+    fn serve_reads(&mut self, x: usize) {
+        let applied = self.nodes[x].applied;
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[x].reads_applying)
+            .into_iter()
+            .partition(|&(index, _)| index <= applied);
+        self.nodes[x].reads_applying = waiting;
+        for (_, op) in ready {
+            let key = self.history[op].op.key().to_vec();
+            let out = self.nodes[x].kv.query(&KvQuery::Get { key });
+            self.finish(op, Outcome::Ok(out));
+        }
+    }
+
+    fn answer_reads(&mut self, x: usize, states: Vec<ReadState>) {
+        for rs in states {
+            let Some((op, committed)) = self.nodes[x].read_waiters.remove(&rs.id) else {
+                continue;
+            };
+            match rs.result {
+                Ok(index) if index < committed => {
+                    let text = format!(
+                        "n{} answered read op {op} at read index {index}, but index {committed} was committed before the read arrived",
+                        self.nodes[x].id
+                    );
+                    self.fail(ViolationKind::StaleRead, text);
+                    return;
+                }
+                Ok(index) => self.nodes[x].reads_applying.push((index, op)),
+                Err(NotLeader::NotLeader { leader_hint }) => {
+                    let client = self.history[op].client;
+                    self.clients[client].leader_hint = leader_hint;
+                    self.finish(op, Outcome::Failed("leadership lost".into()));
+                }
+            }
+        }
+        self.serve_reads(x);
+    }
+
+    /// The per-step checks of one node, after it handled an input.
+    fn check_node(&mut self, x: usize) {
+        if self.violation.is_some() {
+            return;
+        }
+        let node = &mut self.nodes[x];
+        let id = node.id;
+        let Some(core) = node.core.as_ref() else {
+            return;
+        };
+        let role = (core.state(), core.term());
+        let commit = core.commit_index();
+        let mut lines = Vec::new();
+        let mut result = Ok(());
+        let elected = role != node.role && role.0 == RaftState::Leader;
+        if role != node.role {
+            lines.push(format!(
+                "n{id} {} term {} leader {} commit {} last {}/{}",
+                role.0,
+                role.1,
+                fmt_vote(core.leader_id()),
+                commit,
+                core.last_log_index(),
+                core.last_log_term()
+            ));
+            if role.0 == RaftState::Leader {
+                self.stats.elections += 1;
+                node.leader_last = None;
+                result = self
+                    .inv
+                    .on_leader(id, role.1)
+                    .and_then(|_| self.inv.on_elected(id, core));
+            }
+            node.role = role;
+        }
+        if result.is_ok() {
+            if commit < node.last_commit {
+                result = Err((
+                    ViolationKind::CommitIndexDecreased,
+                    format!(
+                        "n{id} commit index went from {} to {commit} without a crash",
+                        node.last_commit
+                    ),
+                ));
+            } else if commit > node.last_commit {
+                lines.push(format!("n{id} commit {} → {commit}", node.last_commit));
+                result = self.inv.on_commit(id, core, node.last_commit, commit);
+                node.last_commit = commit;
+            }
+        }
+        if result.is_ok() && commit > core.last_log_index() {
+            result = Err((
+                ViolationKind::CommittedEntryRemoved,
+                format!(
+                    "n{id} has commit index {commit} but its log ends at {}",
+                    core.last_log_index()
+                ),
+            ));
+        }
+        if result.is_ok() && core.is_leader() {
+            let last = core.last_log_index();
+            if let Some((t, before)) = node.leader_last {
+                if t == role.1 && last < before {
+                    result = Err((
+                        ViolationKind::LeaderAppendOnly,
+                        format!("leader n{id} of term {t} shrank its log from {before} to {last}"),
+                    ));
+                }
+            }
+        }
+        // Jepsen-style targeted nemesis: the moments right after a node
+        // votes or takes office are where persistence and commitment bugs
+        // hide, so crash there now and then.
+        let vote = core.voted_for();
+        let voted = vote.is_some() && vote != node.voted_for && vote != Some(id);
+        node.voted_for = vote;
+        let inc = node.inc;
+        for line in lines {
+            self.trace(line);
+        }
+        self.check(result);
+        if self.faults_on
+            && self.opts.faults.node_faults()
+            && (voted || elected)
+            && self.rng.chance(TARGETED_CRASH_CHANCE)
+        {
+            let at = self.now + self.rng.range(0, if voted { 3_000 } else { 50_000 });
+            self.schedule(at, Event::Crash { node: x, inc });
+        }
+    }
+
+    // ----- Network -------------------------------------------------------------
+
+    fn send(&mut self, m: Message) {
+        self.stats.messages_sent += 1;
+        let (from, to) = (m.from as usize - 1, m.to as usize - 1);
+        match self.net.send(&mut self.rng, self.now, from, to) {
+            Fate::Unreachable => {
+                self.stats.messages_dropped += 1;
+                let line = format!("{} unreachable (partition)", fmt_message(&m));
+                self.trace(line);
+                // A transport notices a broken connection now and then.
+                if self.rng.chance(0.5) {
+                    if let Some(core) = self.nodes[from].core.as_mut() {
+                        core.report_unreachable(m.to);
+                    }
+                }
+            }
+            Fate::Lost => {
+                self.stats.messages_dropped += 1;
+                let line = format!("{} lost", fmt_message(&m));
+                self.trace(line);
+            }
+            Fate::Deliver(copies) => {
+                let sent_at = self.now;
+                let n = copies.len();
+                for (i, (at, late)) in copies.into_iter().enumerate() {
+                    self.schedule(
+                        at,
+                        Event::Deliver {
+                            msg: m.clone(),
+                            sent_at,
+                            dup: i > 0,
+                            late,
+                        },
+                    );
+                }
+                if n > 1 {
+                    self.stats.messages_duplicated += 1;
+                }
+            }
+        }
+    }
+
+    fn deliver(&mut self, msg: Message, sent_at: u64, dup: bool, late: bool) {
+        let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
+        let mut line = fmt_message(&msg);
+        if dup {
+            line.push_str(" [duplicate]");
+        }
+        if late {
+            line.push_str(&format!(" [late: sent at t={}]", fmt_time(sent_at)));
+        }
+        if !self.nodes[to].is_up() {
+            self.stats.messages_dropped += 1;
+            self.trace(format!("{line} dropped: n{} is down", msg.to));
+            return;
+        }
+        if self.net.is_cut(from, to) {
+            self.stats.messages_dropped += 1;
+            self.trace(format!("{line} dropped: partition"));
+            return;
+        }
+        self.stats.messages_delivered += 1;
+        self.trace(line);
+        if let Some(core) = self.nodes[to].core.as_mut() {
+            core.step(msg);
+        }
+        self.after_input(to);
+    }
+
+    // ----- Faults ----------------------------------------------------------------
+
+    fn fault(&mut self) {
+        if !self.faults_on {
+            return;
+        }
+        let at = self.now + self.rng.range(100_000, 1_200_000);
+        self.schedule(at, Event::Fault);
+        let mix = self.opts.faults;
+        let mut kinds = Vec::new();
+        if mix.network_faults() {
+            kinds.push(0);
+        }
+        if mix.node_faults() {
+            kinds.push(1);
+        }
+        if kinds.is_empty() {
+            return;
+        }
+        if self.rng.pick(&kinds) == 0 {
+            if self.net.any_cut() && self.rng.chance(0.4) {
+                self.net.heal();
+                self.net_epoch += 1;
+                self.trace("network healed".to_string());
+            } else {
+                self.network_fault();
+            }
+        } else {
+            self.crash_fault();
+        }
+    }
+
+    fn network_fault(&mut self) {
+        let mix = self.opts.faults;
+        let n = self.nodes.len();
+        if n < 2 {
+            return;
+        }
+        let mut kinds = Vec::new();
+        if mix.partition {
+            kinds.push(0);
+        }
+        if mix.asymmetric {
+            kinds.push(1);
+        }
+        if mix.bridge && n >= 3 {
+            kinds.push(2);
+        }
+        if kinds.is_empty() {
+            return;
+        }
+        self.net.heal();
+        self.net_epoch += 1;
+        self.stats.partitions += 1;
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            order.swap(i, j);
+        }
+        let text = match self.rng.pick(&kinds) {
+            0 => {
+                let k = self.rng.range(1, n as u64 - 1) as usize;
+                let (a, b) = order.split_at(k);
+                for &x in a {
+                    for &y in b {
+                        self.net.cut_link(x, y);
+                        self.net.cut_link(y, x);
+                    }
+                }
+                format!("partition {} | {}", fmt_group(a), fmt_group(b))
+            }
+            1 => {
+                let x = order[0];
+                if self.rng.chance(0.5) {
+                    (0..n).for_each(|y| self.net.cut_link(x, y));
+                    format!("asymmetric: n{} can receive but not send", x + 1)
+                } else {
+                    (0..n).for_each(|y| self.net.cut_link(y, x));
+                    format!("asymmetric: n{} can send but not receive", x + 1)
+                }
+            }
+            _ => {
+                if n >= 5 && self.rng.chance(0.5) {
+                    // Jepsen's bridge: two halves that share one node.
+                    let half = (n - 1) / 2;
+                    let (a, rest) = order.split_at(half);
+                    let (bridge, b) = rest.split_at(1);
+                    for &x in a {
+                        for &y in b {
+                            self.net.cut_link(x, y);
+                            self.net.cut_link(y, x);
+                        }
+                    }
+                    format!(
+                        "bridge: {} | {} joined only through n{}",
+                        fmt_group(a),
+                        fmt_group(b),
+                        bridge[0] + 1
+                    )
+                } else {
+                    let (x, y) = (order[0], order[1]);
+                    for z in 0..n {
+                        if z != y {
+                            self.net.cut_link(x, z);
+                            self.net.cut_link(z, x);
+                        }
+                    }
+                    format!("bridge: n{} can reach only n{}", x + 1, y + 1)
+                }
+            }
+        };
+        self.trace(text);
+        let epoch = self.net_epoch;
+        let at = self.now + self.rng.range(200_000, 5_000_000);
+        self.schedule(at, Event::HealNetwork { epoch });
+    }
+
+    fn crash_fault(&mut self) {
+        let mix = self.opts.faults;
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&x| self.nodes[x].is_up())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let dirty: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|&x| self.nodes[x].disk.unsynced_ops() > 0)
+            .collect();
+        // A power loss is most interesting with writes in flight.
+        let x = if mix.power_loss && !dirty.is_empty() && self.rng.chance(0.7) {
+            self.rng.pick(&dirty)
+        } else {
+            self.rng.pick(&up)
+        };
+        self.crash_and_schedule_restart(x, false);
+    }
+
+    /// Crashes `x` (a power loss if the mix has them) and schedules its
+    /// restart: often a quick reboot, so that the node comes back in the
+    /// same term, else a longer outage.
+    fn crash_and_schedule_restart(&mut self, x: usize, quick: bool) {
+        let mix = self.opts.faults;
+        let power = mix.power_loss && (!mix.crash || self.rng.chance(0.5));
+        self.crash(x, power);
+        let downtime = if quick || self.rng.chance(0.5) {
+            self.rng.range(5_000, 300_000)
+        } else {
+            self.rng.range(300_000, 3_000_000)
+        };
+        let at = self.now + downtime;
+        let inc = self.nodes[x].inc;
+        self.schedule(at, Event::Restart { node: x, inc });
+    }
+
+    fn crash(&mut self, x: usize, power: bool) {
+        let node = &mut self.nodes[x];
+        node.core = None;
+        node.inc += 1;
+        node.pending.clear();
+        node.fsync_scheduled = false;
+        let loss = if power {
+            let unsynced = node.disk.unsynced_ops() as u64;
+            let keep = self.rng.range(0, unsynced) as usize;
+            node.disk.power_loss(keep)
+        } else {
+            node.disk.process_crash()
+        };
+        node.kv = KvStore::new();
+        node.applied = 0;
+        node.last_commit = 0;
+        node.leader_last = None;
+        node.role = (RaftState::Follower, 0);
+        let writes: Vec<usize> = std::mem::take(&mut node.write_waiters)
+            .into_values()
+            .flatten()
+            .map(|(op, _)| op)
+            .collect();
+        let reads: Vec<usize> = std::mem::take(&mut node.read_waiters)
+            .into_values()
+            .map(|(op, _)| op)
+            .chain(
+                std::mem::take(&mut node.reads_applying)
+                    .into_iter()
+                    .map(|(_, op)| op),
+            )
+            .collect();
+        let id = node.id;
+        self.stats.crashes += 1;
+        let text = if power {
+            self.stats.power_losses += 1;
+            format!(
+                "n{id} crash (power loss: kept {} of {} unsynced writes)",
+                loss.kept, loss.unsynced
+            )
+        } else {
+            format!("n{id} crash (process: {} written, all kept)", loss.unsynced)
+        };
+        self.trace(text);
+        for op in writes {
+            self.finish(op, Outcome::Unknown(format!("n{id} crashed")));
+        }
+        for op in reads {
+            self.finish(op, Outcome::Failed(format!("n{id} crashed")));
+        }
+    }
+
+    fn restart(&mut self, x: usize) {
+        if self.nodes[x].is_up() {
+            return;
+        }
+        self.start_node(x);
+        let node = &self.nodes[x];
+        let hs = node.disk.durable_hard_state();
+        let text = format!(
+            "n{} restart (term {}, vote {}, {} entries on disk)",
+            node.id,
+            hs.term,
+            fmt_vote(hs.voted_for),
+            node.disk.durable_len()
+        );
+        self.trace(text);
+        if self.nodes[x].is_up() {
+            self.after_input(x);
+        }
+    }
+
+    // ----- Clients -----------------------------------------------------------------
+
+    fn next_history_seq(&mut self) -> u64 {
+        self.history_seq += 1;
+        self.history_seq
+    }
+
+    fn client_start(&mut self, c: usize) {
+        if !self.accepting_ops || self.clients[c].in_flight.is_some() {
+            return;
+        }
+        let op = match self.clients[c].retry.take() {
+            Some(op) => op,
+            None => choose_op(
+                &mut self.rng,
+                &self.clients[c],
+                self.opts.keys,
+                &mut self.unique,
+            ),
+        };
+        let node = match self.clients[c].leader_hint {
+            Some(h) if self.rng.chance(0.8) => h,
+            _ => self.rng.pick(&self.ids),
+        };
+        let id = self.invoke(c, node, op);
+        let arrive = self.now + self.rng.range(100, 2_000);
+        self.schedule(arrive, Event::ClientArrive { op: id });
+        self.schedule(
+            self.now + CLIENT_TIMEOUT_US,
+            Event::ClientTimeout { op: id },
+        );
+    }
+
+    fn invoke(&mut self, client: usize, node: NodeId, op: KvOp) -> usize {
+        let id = self.history.len();
+        let seq = self.next_history_seq();
+        self.trace(format!("c{client} → n{node} {op} (op {id})"));
+        self.history.push(HistoryOp {
+            id,
+            client,
+            node,
+            op,
+            invoke_seq: seq,
+            invoke_us: self.now,
+            outcome: Outcome::Pending,
+            complete_seq: 0,
+            complete_us: 0,
+            proposed_at: None,
+        });
+        self.clients[client].in_flight = Some(id);
+        id
+    }
+
+    fn client_arrive(&mut self, op: usize) {
+        if !self.history[op].is_pending() {
+            return;
+        }
+        let x = self.history[op].node as usize - 1;
+        if !self.nodes[x].is_up() {
+            self.finish(op, Outcome::Failed("connection refused".into()));
+            return;
+        }
+        let command = self.history[op].op.command();
+        let read_id = self.next_read_id;
+        let Some(core) = self.nodes[x].core.as_mut() else {
+            return;
+        };
+        let result = match &command {
+            None => {
+                self.next_read_id += 1;
+                core.read_index(read_id).map(|()| None)
+            }
+            Some(cmd) => core.propose(encode_command(cmd)).map(Some),
+        };
+        match result {
+            Err(NotLeader::NotLeader { leader_hint }) => {
+                let client = self.history[op].client;
+                self.clients[client].leader_hint = leader_hint;
+                self.finish(op, Outcome::Failed("not leader".into()));
+            }
+            Ok(None) => {
+                let committed = self.inv.committed_len();
+                self.nodes[x].read_waiters.insert(read_id, (op, committed));
+            }
+            Ok(Some((index, term))) => {
+                self.history[op].proposed_at = Some((index, term));
+                self.nodes[x]
+                    .write_waiters
+                    .entry(index)
+                    .or_default()
+                    .push((op, term));
+            }
+        }
+        self.after_input(x);
+    }
+
+    fn client_timeout(&mut self, op: usize) {
+        if !self.history[op].is_pending() {
+            return;
+        }
+        let outcome = if self.history[op].op.is_read() {
+            Outcome::Failed("timeout".into())
+        } else {
+            Outcome::Unknown("timeout".into())
+        };
+        let client = self.history[op].client;
+        self.clients[client].leader_hint = None;
+        self.finish(op, outcome);
+    }
+
+    /// Completes an operation (once). Returns false if it was already done.
+    fn finish(&mut self, op: usize, outcome: Outcome) -> bool {
+        if !self.history[op].is_pending() {
+            return false;
+        }
+        let seq = self.next_history_seq();
+        let h = &mut self.history[op];
+        h.outcome = outcome;
+        h.complete_seq = seq;
+        h.complete_us = self.now;
+        let (client, node) = (h.client, h.node);
+        let line = format!("c{client} ← n{node} op {} {}: {}", h.id, h.op, h.outcome);
+        match &h.outcome {
+            Outcome::Ok(out) => {
+                self.stats.ops_ok += 1;
+                let cl = &mut self.clients[client];
+                cl.leader_hint = Some(node);
+                let key = h.op.key().to_vec();
+                match (out, &h.op) {
+                    (KvOutput::Value(v), _) => {
+                        cl.last_seen.insert(key, v.clone());
+                    }
+                    (KvOutput::Ok, KvOp::Set { value, .. } | KvOp::SetIfEq { value, .. }) => {
+                        cl.last_seen.insert(key, value.clone());
+                    }
+                    _ => {}
+                }
+            }
+            Outcome::Failed(_) => {
+                self.stats.ops_failed += 1;
+                if self.rng.chance(0.5) {
+                    self.clients[client].retry = Some(self.history[op].op.clone());
+                }
+            }
+            Outcome::Unknown(_) => {
+                self.stats.ops_unknown += 1;
+                if self.rng.chance(0.3) {
+                    self.clients[client].retry = Some(self.history[op].op.clone());
+                }
+            }
+            Outcome::Pending => {}
+        }
+        self.trace(line);
+        self.clients[client].in_flight = None;
+        if self.accepting_ops {
+            // Think time after a success; back off after a failure, as a
+            // real client does while the cluster elects a leader.
+            let pause = if matches!(self.history[op].outcome, Outcome::Ok(_)) {
+                self.rng.range(0, 20_000)
+            } else {
+                self.rng.range(20_000, 150_000)
+            };
+            self.schedule(self.now + pause, Event::ClientStart { client });
+        }
+        true
+    }
+
+    // ----- The end: healing, liveness, linearizability ------------------------------
+
+    fn heal_and_check_liveness(&mut self) {
+        self.faults_on = false;
+        self.accepting_ops = false;
+        self.net.heal();
+        self.net_epoch += 1;
+        self.net.weather = Weather::calm();
+        self.trace("heal: network healed, every node restarted, no more faults".to_string());
+        for x in 0..self.nodes.len() {
+            if !self.nodes[x].is_up() {
+                self.restart(x);
+            }
+        }
+        let healed_at = self.now;
+        let Some(leader) = self.await_convergence("healing") else {
+            return;
+        };
+        self.stats.liveness_ms = (self.now - healed_at) / 1000;
+
+        // Failover without client traffic: the leader dies, and the others
+        // must elect a new one that commits an entry of its own term (its
+        // no-op, §8), which also commits whatever its predecessors left.
+        let leader = if self.nodes.len() >= 3 {
+            let id = self.nodes[leader].id;
+            self.trace(format!("failover check: crash leader n{id}"));
+            self.crash(leader, false);
+            if self.await_convergence("the leader crashed").is_none() {
+                return;
+            }
+            self.restart(leader);
+            match self.await_convergence("the old leader restarted") {
+                Some(l) => l,
+                None => return,
+            }
+        } else {
+            leader
+        };
+
+        // A client write through the leader must now commit everywhere.
+        self.clients.push(Client::default());
+        let probe_client = self.clients.len() - 1;
+        self.unique += 1;
+        let op = self.invoke(
+            probe_client,
+            leader as NodeId + 1,
+            KvOp::Set {
+                key: b"k0".to_vec(),
+                value: format!("{}", self.unique * 10).into_bytes(),
+            },
+        );
+        self.client_arrive(op);
+        let deadline = self.now + PROBE_BOUND_US;
+        loop {
+            if self.violation.is_some() {
+                return;
+            }
+            let done = match (&self.history[op].outcome, self.history[op].proposed_at) {
+                (Outcome::Ok(_), Some((index, _))) => {
+                    self.nodes.iter().all(|n| n.is_up() && n.applied >= index)
+                }
+                _ => false,
+            };
+            if done {
+                break;
+            }
+            let failed = !self.history[op].is_pending()
+                && !matches!(self.history[op].outcome, Outcome::Ok(_));
+            if failed || self.now > deadline || !self.step() {
+                let text = format!(
+                    "a write through leader n{} did not commit on every node within {} ms: {}; {}",
+                    leader + 1,
+                    PROBE_BOUND_US / 1000,
+                    self.history[op].describe(),
+                    self.node_summaries().join("; ")
+                );
+                self.fail(ViolationKind::Liveness, text);
+                return;
+            }
+        }
+        // Durability: every acknowledged write is in the final leader's log.
+        let final_leader = (0..self.nodes.len())
+            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
+            .max_by_key(|&x| self.nodes[x].core.as_ref().map_or(0, |c| c.term()));
+        if let Some(l) = final_leader {
+            if let Some(core) = self.nodes[l].core.as_ref() {
+                let result = self.inv.check_durability(l as NodeId + 1, core);
+                self.check(result);
+            }
+        }
+    }
+
+    /// Runs events until [`World::converged`] (or a violation), at most
+    /// `LIVENESS_BOUND_US` of virtual time. A Liveness violation otherwise.
+    fn await_convergence(&mut self, after: &str) -> Option<usize> {
+        let deadline = self.now + LIVENESS_BOUND_US;
+        loop {
+            if self.violation.is_some() {
+                return None;
+            }
+            if let Some(l) = self.converged() {
+                let text = format!(
+                    "converged after {after}: n{} leads term {}, every live node applied {}",
+                    self.nodes[l].id, self.nodes[l].role.1, self.nodes[l].applied
+                );
+                self.trace(text);
+                return Some(l);
+            }
+            if self.now > deadline || !self.step() {
+                let nodes = self.node_summaries().join("; ");
+                self.fail(
+                    ViolationKind::Liveness,
+                    format!(
+                        "within {} ms after {after}, no leader committed an entry of its term on every live node: {nodes}",
+                        LIVENESS_BOUND_US / 1000
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+
+    /// A leader such that a majority is up, and every live node is in its
+    /// term and has committed and applied the leader's whole log, which ends
+    /// in its own term.
+    fn converged(&self) -> Option<usize> {
+        let leader = (0..self.nodes.len())
+            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
+            .max_by_key(|&x| self.nodes[x].core.as_ref().map_or(0, |c| c.term()))?;
+        let lc = self.nodes[leader].core.as_ref()?;
+        let (term, last) = (lc.term(), lc.last_log_index());
+        if lc.commit_index() != last || lc.last_log_term() != term {
+            return None;
+        }
+        let up = self.nodes.iter().filter(|n| n.is_up()).count();
+        let all = self.nodes.iter().filter(|n| n.is_up()).all(|n| {
+            n.core
+                .as_ref()
+                .is_some_and(|c| c.term() == term && c.commit_index() == last && n.applied == last)
+                && n.pending.is_empty()
+        });
+        (all && up > self.nodes.len() / 2).then_some(leader)
+    }
+
+    fn check_linearizability(&mut self) {
+        let ops: Vec<_> = self
+            .history
+            .iter()
+            .filter_map(HistoryOp::to_lin_op)
+            .collect();
+        let verdict = crate::sim::linearizability::check_history(&ops, self.opts.lin_budget);
+        self.stats.lin_inconclusive_keys = verdict.inconclusive.len();
+        if let Some((key, result)) = verdict.violations.first() {
+            let key_s = String::from_utf8_lossy(key).into_owned();
+            let detail = crate::sim::describe_lin_violation(&self.history, key, result);
+            self.fail(
+                ViolationKind::Linearizability,
+                format!("key {key_s}: {detail}"),
+            );
+        }
+    }
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+fn fmt_vote(v: Option<NodeId>) -> String {
+    v.map_or("-".to_string(), |id| format!("n{id}"))
+}
+
+fn fmt_group(g: &[usize]) -> String {
+    let mut ids: Vec<usize> = g.iter().map(|x| x + 1).collect();
+    ids.sort_unstable();
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    format!("{{{}}}", names.join(","))
+}
