@@ -259,3 +259,125 @@ async fn a_wiped_follower_rejoins_by_snapshot() {
     .await;
     assert!(c.handle(follower).status().snapshot_last_index > 0);
 }
+
+// ----- Restart: the log behind, ahead of, or disconnected from the snapshot -----
+
+/// A snapshot file at (`index`, term 1) whose image holds `items` commands.
+fn write_snapshot(store: &SnapshotStore, index: u64, items: u64) {
+    use raft::{SnapshotMeta, StateMachine};
+    let mut sm = ListStateMachine::default();
+    for i in 1..=items {
+        sm.apply(i, format!("s{i}").as_bytes());
+    }
+    let mut image = sm.snapshot().expect("supported");
+    let meta = SnapshotMeta {
+        last_index: index,
+        last_term: 1,
+        voters: vec![1],
+    };
+    store
+        .write(&meta, &mut |out| image.write_to(out))
+        .expect("snapshot written");
+}
+
+/// A one-node server on `storage` and the snapshots in `dir`.
+fn single(
+    storage: raft::MemoryStorage,
+    dir: &std::path::Path,
+) -> Result<(Handle, JoinHandle<Result<(), ServerError>>), ServerError> {
+    let net = InMemoryNetwork::new(1, Duration::from_millis(100));
+    let (transport, incoming) = net.register(1);
+    RaftServer::spawn_with(
+        ServerParts {
+            id: 1,
+            voters: vec![1],
+            config: config(0),
+            storage: Box::new(storage),
+            transport,
+            incoming,
+            state_machine: ListStateMachine::default(),
+            seed: 1,
+        },
+        ServerExtras {
+            observer: None,
+            snapshots: Some(SnapshotStore::open(dir).expect("store")),
+            background_writes: false,
+        },
+    )
+}
+
+fn log(first: u64, last: u64) -> raft::MemoryStorage {
+    let entries = (first..=last)
+        .map(|i| raft::LogEntry::new(1, i, format!("s{i}").into_bytes()))
+        .collect();
+    raft::MemoryStorage::with_state(
+        raft::HardState {
+            term: 1,
+            voted_for: Some(1),
+        },
+        entries,
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_with_the_log_ahead_of_the_snapshot_replays_the_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_snapshot(&SnapshotStore::open(dir.path()).expect("store"), 100, 100);
+    let (handle, _task) = single(log(1, 150), dir.path()).expect("starts");
+    let st = handle.status();
+    assert_eq!(st.snapshot_last_index, 100);
+    assert_eq!(
+        st.last_applied, 100,
+        "restored from the snapshot, not replayed from 1"
+    );
+    assert_eq!(
+        st.last_log_index, 150,
+        "the tail after the snapshot is kept"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.status().last_applied < 150 {
+        assert!(Instant::now() < deadline, "the tail was never applied");
+        sleep(Duration::from_millis(10)).await;
+    }
+    match handle.read(Vec::new()).await {
+        Ok(ListOutput::Items(items)) => assert_eq!(items.len(), 150),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_with_the_log_behind_the_snapshot_starts_after_the_snapshot() {
+    // A crash after a received snapshot was installed but before the log
+    // was reset: the snapshot is ahead of the whole log.
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_snapshot(&SnapshotStore::open(dir.path()).expect("store"), 100, 100);
+    let (handle, _task) = single(log(1, 50), dir.path()).expect("starts");
+    let st = handle.status();
+    assert_eq!((st.snapshot_last_index, st.last_applied), (100, 100));
+    assert_eq!(
+        st.last_log_index, 100,
+        "the old log was discarded: it ends at the snapshot"
+    );
+    // And it keeps working: a new command goes after the snapshot.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handle.status().state != RaftState::Leader {
+        assert!(Instant::now() < deadline, "no leader");
+        sleep(Duration::from_millis(10)).await;
+    }
+    handle.submit(b"new".to_vec()).await.expect("commits");
+    assert!(handle.status().last_applied > 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_log_that_starts_after_the_snapshot_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_snapshot(&SnapshotStore::open(dir.path()).expect("store"), 100, 100);
+    let mut storage = log(1, 150);
+    raft::Storage::compact(&mut storage, 119).expect("compact");
+    let err = single(storage, dir.path()).err().expect("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains("starts at index 120") && text.contains("snapshot ends at 100"),
+        "{text}"
+    );
+}

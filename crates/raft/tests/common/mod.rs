@@ -46,6 +46,8 @@ pub struct Cluster {
     pub applied_terms: BTreeMap<LogIndex, Term>,
     /// Every time a node applied a different entry at an index.
     pub safety_violations: Vec<String>,
+    /// `(leader, follower)` for each snapshot transfer a leader asked for.
+    pub snapshot_requests: Vec<(NodeId, NodeId)>,
     seed: u64,
 }
 
@@ -70,6 +72,7 @@ impl Cluster {
             drop_if: None,
             applied_terms: BTreeMap::new(),
             safety_violations: Vec::new(),
+            snapshot_requests: Vec::new(),
             seed,
         };
         for id in ids {
@@ -132,6 +135,8 @@ impl Cluster {
                 .entry(id)
                 .or_default()
                 .extend(rd.read_states);
+            self.snapshot_requests
+                .extend(rd.snapshots_to_send.iter().map(|&to| (id, to)));
         }
     }
 
