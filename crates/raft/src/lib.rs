@@ -49,3 +49,6 @@ pub use crate::storage_file::{FileStorage, FileStorageOptions};
 pub use crate::transport::{IncomingRpc, Transport, TransportError};
 pub use crate::transport_memory::{create_cluster, InMemoryNetwork, InMemoryTransport};
 pub use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
+
+#[cfg(doctest)]
+pub mod guide;
