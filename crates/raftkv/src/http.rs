@@ -1,12 +1,13 @@
 //! The optional HTTP admin endpoint (`--http-addr`): `/healthz`, `/status`
-//! (JSON) and `/metrics` (Prometheus text), served with axum.
+//! (JSON), `/metrics` (Prometheus text) and `POST /snapshot`, served with
+//! axum.
 
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -41,6 +42,7 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/snapshot", post(snapshot))
         .with_state(shared);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
@@ -73,6 +75,21 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
             })
             .collect(),
     })
+}
+
+/// `POST /snapshot`: the same as `RAFT.SNAPSHOT` (§7): this node takes a
+/// snapshot now, compacts its log, and answers once the snapshot is durable.
+async fn snapshot(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    match shared.handle.snapshot().await {
+        Ok(index) => (
+            StatusCode::OK,
+            format!("{{\"snapshot_last_index\":{index}}}\n"),
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("{{\"error\":{}}}\n", serde_json::Value::String(e)),
+        ),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {

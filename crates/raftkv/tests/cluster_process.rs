@@ -1206,11 +1206,15 @@ fn redis_py_with_default_settings_works() {
 
 /// A plain HTTP/1.1 GET: (status code, headers, body).
 fn http_get(port: u16, path: &str) -> (u16, String, String) {
+    http_request(port, "GET", path)
+}
+
+fn http_request(port: u16, method: &str, path: &str) -> (u16, String, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect http");
     s.set_read_timeout(Some(secs(5))).expect("timeout");
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .expect("send");
     let mut raw = Vec::new();
@@ -1833,4 +1837,24 @@ fn a_wiped_follower_rejoins_by_snapshot_and_all_nodes_converge() {
             );
         }
     }
+}
+
+#[test]
+fn raft_snapshot_on_resp_and_post_snapshot_on_http_compact_the_log() {
+    let c = Cluster::start();
+    let leader = c.wait_for_leader(secs(5));
+    let mut con = c.redis(leader);
+    for i in 0..50 {
+        let _: String = q(&mut con, &["SET", &format!("s{i}"), "v"]);
+    }
+    let ok: String = q(&mut con, &["RAFT.SNAPSHOT"]);
+    assert_eq!(ok, "OK");
+    let first = c.info(leader).expect("info").num("snapshot_last_index");
+    assert!(first >= 50, "the snapshot covers the writes ({first})");
+    let _: String = q(&mut con, &["SET", "after", "v"]);
+    let follower = c.followers(leader)[0];
+    let (status, _, body) = http_request(c.nodes[follower].http_port, "POST", "/snapshot");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("snapshot_last_index"), "{body}");
+    assert!(c.info(follower).expect("info").num("snapshot_last_index") > 0);
 }
