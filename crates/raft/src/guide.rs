@@ -52,3 +52,9 @@ pub mod ch11_snapshots {}
 
 #[doc = include_str!("../../../docs/12-simulation.md")]
 pub mod ch12_simulation {}
+
+#[doc = include_str!("../../../docs/13-learning-with-an-ai-assistant.md")]
+pub mod ch13_learning_with_an_ai_assistant {}
+
+#[doc = include_str!("../../../docs/journey.md")]
+pub mod journey {}

@@ -271,3 +271,23 @@ fn a_follower_receiving_heartbeats_never_campaigns() {
     assert_eq!(cl.core(2).term(), term);
     assert_eq!(cl.core(3).term(), term);
 }
+
+#[test]
+fn followers_and_candidates_reject_proposals_with_a_leader_hint() {
+    // The journal's Day 1 bug: a follower appended client commands.
+    let mut cl = Cluster::new(3, config(false, false));
+    cl.elect(1);
+    let before = cl.core(2).last_log_index();
+    assert_eq!(
+        cl.core_mut(2).propose(b"x".to_vec()),
+        Err(raft::NotLeader::NotLeader { leader_hint: Some(1) })
+    );
+    assert_eq!(cl.core(2).last_log_index(), before, "nothing was appended");
+    let mut c = core_with(1, HardState::default());
+    while c.state() == RaftState::Follower {
+        c.tick();
+    }
+    assert_eq!(c.state(), RaftState::Candidate);
+    assert!(c.propose(b"x".to_vec()).is_err(), "a candidate refuses too");
+    assert_eq!(c.last_log_index(), 0);
+}
