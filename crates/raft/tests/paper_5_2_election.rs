@@ -280,7 +280,9 @@ fn followers_and_candidates_reject_proposals_with_a_leader_hint() {
     let before = cl.core(2).last_log_index();
     assert_eq!(
         cl.core_mut(2).propose(b"x".to_vec()),
-        Err(raft::NotLeader::NotLeader { leader_hint: Some(1) })
+        Err(raft::NotLeader::NotLeader {
+            leader_hint: Some(1)
+        })
     );
     assert_eq!(cl.core(2).last_log_index(), before, "nothing was appended");
     let mut c = core_with(1, HardState::default());
