@@ -5,6 +5,15 @@
 //! node after every event (its role, term, commit index, the entries in its
 //! `Ready`s and the entries it applies). The checks are incremental: each
 //! step costs what changed, not the size of the logs.
+//!
+//! With log compaction (§7) a node no longer holds the entries its snapshot
+//! covers. Those are committed, so the checks over entries (Log Matching,
+//! Leader Completeness, durability) look only at entries still held and
+//! take the snapshot's last `(index, term)` as a matching entry; what the
+//! snapshot covers is checked through the *state*: State Machine Safety also
+//! records a digest of the KV state after each index, and every node that
+//! reaches that index, by applying entries or by restoring a snapshot,
+//! must have the same state there.
 
 use std::collections::HashMap;
 
@@ -178,6 +187,9 @@ pub struct Invariants {
     committed: Vec<Committed>,
     /// `applied[i - 1]`: the entry first applied at index `i`, and by whom.
     applied: Vec<(Term, u64, NodeId)>,
+    /// `states[i - 1]`: the digest of the KV state after index `i`, the
+    /// first node that reached it, and how (`true`: from a snapshot).
+    states: Vec<(u64, NodeId, bool)>,
     /// Writes acknowledged to clients: `(index, term, op id)`.
     acked: Vec<(LogIndex, Term, usize)>,
 }
@@ -219,8 +231,9 @@ impl Invariants {
             let prev_term = if e.index <= 1 {
                 0
             } else {
-                match core.entry(e.index - 1) {
-                    Some(p) => p.term,
+                // The snapshot's last entry counts: its term is known.
+                match core.term_at(e.index - 1) {
+                    Some(p) => p,
                     None => {
                         return fail(
                             ViolationKind::LogMatching,
@@ -279,7 +292,9 @@ impl Invariants {
         from: LogIndex,
         to: LogIndex,
     ) -> Check {
-        for i in from + 1..=to {
+        // What a snapshot covers was committed before it was taken; it is
+        // checked through the state digest instead.
+        for i in from.max(core.snapshot_index()) + 1..=to {
             let Some(e) = core.entry(i) else {
                 return fail(
                     ViolationKind::CommittedEntryRemoved,
@@ -302,8 +317,19 @@ impl Invariants {
                 }
                 Some(_) => {}
                 None => {
-                    // Commit indexes are prefixes, so indexes arrive in order.
-                    debug_assert_eq!(self.committed.len() as LogIndex, i - 1);
+                    // Commit indexes are prefixes, so indexes arrive in
+                    // order; a node whose snapshot covers what nobody was
+                    // seen committing has a snapshot of nothing committed.
+                    if self.committed.len() as LogIndex != i - 1 {
+                        return fail(
+                            ViolationKind::StateMachineSafety,
+                            format!(
+                                "n{node} committed index {i}, but only {} indexes were ever seen committed (its snapshot ends at {})",
+                                self.committed.len(),
+                                core.snapshot_index()
+                            ),
+                        );
+                    }
                     self.committed.push(Committed {
                         term: e.term,
                         content,
@@ -318,9 +344,26 @@ impl Invariants {
 
     /// Leader Completeness (§5.4): a leader of term `T` holds every entry
     /// committed in a term before `T`. Checked when a node takes office.
+    /// Entries a snapshot covers are not held any more: the snapshot's last
+    /// entry must have the committed term, and what it covers is checked by
+    /// the state digest.
     pub fn on_elected(&self, node: NodeId, core: &RaftCore) -> Check {
         let term = core.term();
-        for (pos, c) in self.committed.iter().enumerate() {
+        let (snap_index, snap_term) = (core.snapshot_index(), core.snapshot_term());
+        if snap_index > 0 {
+            if let Some(c) = self.committed.get((snap_index - 1) as usize) {
+                if c.term != snap_term {
+                    return fail(
+                        ViolationKind::LeaderCompleteness,
+                        format!(
+                            "n{node} became leader of term {term} with a snapshot ending at {snap_index}/{snap_term}, but index {snap_index} was committed with term {}",
+                            c.term
+                        ),
+                    );
+                }
+            }
+        }
+        for (pos, c) in self.committed.iter().enumerate().skip(snap_index as usize) {
             if c.commit_term >= term {
                 continue;
             }
@@ -371,11 +414,78 @@ impl Invariants {
                     ),
                 );
             }
-        } else {
-            debug_assert_eq!(self.applied.len(), pos);
+        } else if pos == self.applied.len() {
             self.applied.push((e.term, content, node));
+        } else {
+            return fail(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "n{node} applied index {}, but no node ever applied index {}",
+                    e.index,
+                    self.applied.len() + 1
+                ),
+            );
         }
         Ok(())
+    }
+
+    /// State Machine Safety over states: `digest` is the KV state of `node`
+    /// after index `index`, reached by applying entries or (`from_snapshot`)
+    /// by restoring a snapshot that ends there. The first node to reach an
+    /// index sets its state; every later one must agree.
+    pub fn on_state(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        digest: u64,
+        from_snapshot: bool,
+    ) -> Check {
+        if index == 0 {
+            return Ok(());
+        }
+        let how = |snap: bool| {
+            if snap {
+                "restoring a snapshot"
+            } else {
+                "applying entries"
+            }
+        };
+        let pos = (index - 1) as usize;
+        match self.states.get(pos) {
+            Some(&(d, by, by_snap)) if d != digest => fail(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "n{node} reached index {index} by {} with a different KV state than n{by} reached by {}",
+                    how(from_snapshot),
+                    how(by_snap)
+                ),
+            ),
+            Some(_) => Ok(()),
+            None if pos == self.states.len() => {
+                self.states.push((digest, node, from_snapshot));
+                Ok(())
+            }
+            None if from_snapshot => fail(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "n{node} restored a snapshot ending at index {index}, but no node ever applied past index {}",
+                    self.states.len()
+                ),
+            ),
+            None => fail(
+                ViolationKind::StateMachineSafety,
+                format!(
+                    "n{node} applied index {index}, but no node ever reached index {}",
+                    self.states.len() + 1
+                ),
+            ),
+        }
+    }
+
+    /// The term of the entry first applied at `index`, if any node applied it.
+    pub fn applied_term(&self, index: LogIndex) -> Option<Term> {
+        let pos = index.checked_sub(1)? as usize;
+        self.applied.get(pos).map(|&(term, _, _)| term)
     }
 
     /// A client was told its write succeeded.
@@ -385,9 +495,16 @@ impl Invariants {
 
     /// Durability, at the end of a run: every acknowledged write is in the
     /// final leader's log, committed, with the term it was acknowledged with.
+    /// A write the leader's snapshot covers counts as held if the entry
+    /// everyone applied there has that term (the state digest checked that
+    /// the snapshot holds what applying it gave).
     pub fn check_durability(&self, leader: NodeId, core: &RaftCore) -> Check {
         for &(index, term, op) in &self.acked {
-            let held = core.entry(index).map(|e| e.term);
+            let held = if index <= core.snapshot_index() {
+                self.applied_term(index)
+            } else {
+                core.entry(index).map(|e| e.term)
+            };
             if held != Some(term) || index > core.commit_index() {
                 return fail(
                     ViolationKind::Durability,

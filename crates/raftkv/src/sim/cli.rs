@@ -3,6 +3,7 @@
 //! ```text
 //! raftkv sim --seeds 1000 --nodes 5 --faults all
 //! raftkv sim --seed 17 --nodes 3 --steps 5000 --faults crash,power,loss
+//! raftkv sim --seeds 500 --faults snapshots
 //! ```
 //!
 //! Exits 0 when every seed passes. On a failure it prints the seed, the
@@ -30,8 +31,9 @@ pub struct SimArgs {
     /// Events per seed before the faults heal.
     #[arg(long, default_value_t = 20_000)]
     pub steps: u64,
-    /// Faults: none, all, partitions, crashes, network, or a comma list of
-    /// partition, asym, bridge, crash, power, loss, dup, reorder, delay, drift.
+    /// Faults: none, all, partitions, crashes, network, snapshots, or a
+    /// comma list of partition, asym, bridge, crash, power, loss, dup,
+    /// reorder, delay, drift, snapshot, snapshot-churn.
     #[arg(long, default_value = "all")]
     pub faults: FaultMix,
     /// Concurrent clients.
@@ -42,7 +44,9 @@ pub struct SimArgs {
     pub keys: usize,
     /// Break one rule in every core, to see the simulator catch it:
     /// commit-previous-term-by-counting, forget-to-persist-vote,
-    /// truncate-on-stale-append, read-without-quorum-check, skip-noop-on-election.
+    /// truncate-on-stale-append, read-without-quorum-check, skip-noop-on-election;
+    /// or one in the simulator's snapshot driver: compact-before-snapshot-durable,
+    /// install-without-restore, keep-superseded-log.
     #[arg(long)]
     pub bug: Option<Bug>,
     /// Fix pre-vote on or off (default: drawn from the seed).
@@ -54,6 +58,12 @@ pub struct SimArgs {
     /// Fix the maximum entries per AppendEntries (default: drawn from the seed).
     #[arg(long)]
     pub max_batch: Option<usize>,
+    /// With snapshots: take one every N applied entries (default: drawn).
+    #[arg(long)]
+    pub snapshot_every: Option<u64>,
+    /// With snapshots: bytes per InstallSnapshot chunk (default: drawn).
+    #[arg(long)]
+    pub snapshot_chunk: Option<usize>,
     /// Trace lines shown for a failure.
     #[arg(long, default_value_t = 200)]
     pub trace_lines: usize,
@@ -80,6 +90,8 @@ impl SimArgs {
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
             max_entries_per_append: self.max_batch,
+            snapshot_every: self.snapshot_every,
+            snapshot_chunk: self.snapshot_chunk,
             ..SimOptions::default()
         }
     }

@@ -1,4 +1,9 @@
 //! Which faults a run injects, and the bugs it can switch on.
+//!
+//! `snapshot` is a fault in the nemesis's sense: it does not break anything
+//! itself, but it makes nodes take snapshots at random points, compact their
+//! logs and catch followers up with InstallSnapshot (§7), and it adds the
+//! crash points inside snapshotting and installation to the crashes.
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +12,7 @@ use raft::BugSwitches;
 
 /// The fault mix of a run. Parsed from a comma-separated list of names
 /// (`--faults crash,power,loss`) or groups (`partitions`, `crashes`,
-/// `network`, `all`, `none`).
+/// `network`, `snapshots`, `all`, `none`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct FaultMix {
     /// `partition`: the cluster splits in two groups that cannot talk.
@@ -31,9 +36,18 @@ pub struct FaultMix {
     pub long_delay: bool,
     /// `drift`: each node's clock runs a few percent fast or slow.
     pub drift: bool,
+    /// `snapshot`: nodes take snapshots (at random moments and every N
+    /// applied entries) and compact their logs; leaders send InstallSnapshot
+    /// to followers that fell behind the compaction; with `crash` or
+    /// `power`, nodes also crash inside snapshotting and installing.
+    pub snapshot: bool,
+    /// `snapshot-churn`: with `snapshot`, snapshots every 3-15 applied
+    /// entries instead of 10-60, sent in chunks of 4-16 bytes instead of
+    /// 8-64. Not part of `all`.
+    pub snapshot_churn: bool,
 }
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 12] = [
     "partition",
     "asym",
     "bridge",
@@ -44,6 +58,8 @@ const NAMES: [&str; 10] = [
     "reorder",
     "delay",
     "drift",
+    "snapshot",
+    "snapshot-churn",
 ];
 
 impl FaultMix {
@@ -51,12 +67,29 @@ impl FaultMix {
         Self::default()
     }
 
+    /// Every fault, snapshots included (at their usual pace: not
+    /// `snapshot-churn`).
     pub fn all() -> Self {
         let mut m = Self::default();
         for name in NAMES {
             m.set(name);
         }
+        m.snapshot_churn = false;
         m
+    }
+
+    /// Snapshots under stress: crashes, power losses and partitions while
+    /// nodes snapshot often and followers install snapshots sent in small
+    /// chunks (`snapshot,snapshot-churn,crash,power,partition`).
+    pub fn snapshots() -> Self {
+        FaultMix {
+            partition: true,
+            crash: true,
+            power_loss: true,
+            snapshot: true,
+            snapshot_churn: true,
+            ..Self::default()
+        }
     }
 
     /// Partitions of every shape.
@@ -112,6 +145,8 @@ impl FaultMix {
             "reorder" => &mut self.reorder,
             "delay" => &mut self.long_delay,
             "drift" => &mut self.drift,
+            "snapshot" => &mut self.snapshot,
+            "snapshot-churn" => &mut self.snapshot_churn,
             _ => return None,
         })
     }
@@ -134,6 +169,11 @@ impl FaultMix {
     pub fn node_faults(self) -> bool {
         self.crash || self.power_loss
     }
+
+    /// Whether nodes take snapshots and compact their logs.
+    pub fn snapshots_on(self) -> bool {
+        self.snapshot
+    }
 }
 
 impl fmt::Display for FaultMix {
@@ -143,6 +183,9 @@ impl fmt::Display for FaultMix {
         }
         if *self == Self::all() {
             return f.write_str("all");
+        }
+        if *self == Self::snapshots() {
+            return f.write_str("snapshots");
         }
         let on: Vec<&str> = NAMES.iter().copied().filter(|n| self.get(n)).collect();
         f.write_str(&on.join(","))
@@ -161,10 +204,11 @@ impl FromStr for FaultMix {
                 "partitions" => m.with(FaultMix::partitions()),
                 "crashes" => m.with(FaultMix::crashes()),
                 "network" => m.with(FaultMix::network()),
+                "snapshots" => m.with(FaultMix::snapshots()),
                 name => {
                     if m.field(name).is_none() {
                         return Err(format!(
-                            "unknown fault {name:?}; expected none, all, partitions, crashes, network or one of {}",
+                            "unknown fault {name:?}; expected none, all, partitions, crashes, network, snapshots or one of {}",
                             NAMES.join(", ")
                         ));
                     }
@@ -177,8 +221,9 @@ impl FromStr for FaultMix {
     }
 }
 
-/// A bug the core can be told to have (see [`raft::BugSwitches`]): each
-/// breaks one rule, so a test can prove the simulator notices.
+/// A bug the core can be told to have (see [`raft::BugSwitches`]), or,
+/// for the last three, the simulator's own snapshot driver: each breaks one
+/// rule, so a test can prove the simulator notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bug {
     /// Figure 8: commit entries of earlier terms by counting replicas.
@@ -191,15 +236,28 @@ pub enum Bug {
     ReadWithoutQuorumCheck,
     /// Take office without appending a no-op.
     SkipNoopOnElection,
+    /// Driver: compact the log as soon as the snapshot's temp file is
+    /// written, before it is durable (§7: only a durable snapshot may
+    /// replace the log).
+    CompactBeforeSnapshotDurable,
+    /// Driver: install a received snapshot without restoring the state
+    /// machine from its image.
+    InstallWithoutRestore,
+    /// Driver: at restart, keep a log that the newest snapshot superseded
+    /// or that ends before it (`reconcile`).
+    KeepSupersededLog,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 8] = [
         Bug::CommitPreviousTermByCounting,
         Bug::ForgetToPersistVote,
         Bug::TruncateOnStaleAppend,
         Bug::ReadWithoutQuorumCheck,
         Bug::SkipNoopOnElection,
+        Bug::CompactBeforeSnapshotDurable,
+        Bug::InstallWithoutRestore,
+        Bug::KeepSupersededLog,
     ];
 
     pub fn name(self) -> &'static str {
@@ -209,6 +267,9 @@ impl Bug {
             Bug::TruncateOnStaleAppend => "truncate-on-stale-append",
             Bug::ReadWithoutQuorumCheck => "read-without-quorum-check",
             Bug::SkipNoopOnElection => "skip-noop-on-election",
+            Bug::CompactBeforeSnapshotDurable => "compact-before-snapshot-durable",
+            Bug::InstallWithoutRestore => "install-without-restore",
+            Bug::KeepSupersededLog => "keep-superseded-log",
         }
     }
 
@@ -220,6 +281,10 @@ impl Bug {
             Bug::TruncateOnStaleAppend => b.truncate_on_stale_append = true,
             Bug::ReadWithoutQuorumCheck => b.read_without_quorum_check = true,
             Bug::SkipNoopOnElection => b.skip_noop_on_election = true,
+            // The simulator's driver has these (`World::has_bug`).
+            Bug::CompactBeforeSnapshotDurable
+            | Bug::InstallWithoutRestore
+            | Bug::KeepSupersededLog => {}
         }
         b
     }

@@ -8,15 +8,20 @@
 //! seeded RNG. After every step the invariants of Figure 3 of the Raft
 //! paper are checked ([`checker`]); at the end the client history must be
 //! linearizable ([`linearizability`]) and the healed cluster must make
-//! progress. The guide chapter is `docs/simulation.md`.
+//! progress. With the `snapshot` fault, nodes also take snapshots, compact
+//! their logs and install snapshots from the leader (§7), and crash in the
+//! middle of it ([`snapshot`]). The guide chapter is `docs/12-simulation.md`.
 //!
 //! * [`world`]: the event loop and the driver of each core (Ready, disk, apply)
-//! * [`disk`]: written versus fsynced; what a crash or a power loss keeps
+//! * [`disk`]: written versus fsynced; what a crash or a power loss keeps;
+//!   the compacted log and the snapshot directory
+//! * [`snapshot`]: the snapshot file, the KV state digest, the crash points
 //! * [`network`]: delays, loss, duplication, reordering, partitions
 //! * [`client`]: clients and the history they record
 //! * [`faults`]: the fault mix and the bug switches
 //! * [`trace`]: the readable record of the last events
 //! * [`cli`]: `raftkv sim`
+//! * [`Scenario`]: a scripted run (no nemesis) for scenario tests
 
 pub mod checker;
 pub mod cli;
@@ -26,6 +31,7 @@ pub mod faults;
 pub mod linearizability;
 pub mod network;
 pub mod rng;
+pub mod snapshot;
 pub mod trace;
 mod world;
 
@@ -33,6 +39,7 @@ pub use checker::{Violation, ViolationKind};
 pub use client::{HistoryOp, KvOp, Outcome};
 pub use faults::{Bug, FaultMix};
 pub use linearizability::LinResult;
+pub use snapshot::CrashPoint;
 
 /// What to simulate. Everything not given here is drawn from the seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +65,10 @@ pub struct SimOptions {
     pub pre_vote: Option<bool>,
     pub check_quorum: Option<bool>,
     pub max_entries_per_append: Option<usize>,
+    /// With snapshots on: take one every this many applied entries.
+    pub snapshot_every: Option<u64>,
+    /// With snapshots on: bytes per InstallSnapshot chunk.
+    pub snapshot_chunk: Option<usize>,
 }
 
 impl Default for SimOptions {
@@ -76,6 +87,8 @@ impl Default for SimOptions {
             pre_vote: None,
             check_quorum: None,
             max_entries_per_append: None,
+            snapshot_every: None,
+            snapshot_chunk: None,
         }
     }
 }
@@ -102,6 +115,12 @@ impl SimOptions {
         }
         if let Some(n) = self.max_entries_per_append {
             cmd.push_str(&format!(" --max-batch {n}"));
+        }
+        if let Some(n) = self.snapshot_every {
+            cmd.push_str(&format!(" --snapshot-every {n}"));
+        }
+        if let Some(n) = self.snapshot_chunk {
+            cmd.push_str(&format!(" --snapshot-chunk {n}"));
         }
         if let Some(bug) = self.bug {
             cmd.push_str(&format!(" --bug {bug}"));
@@ -131,6 +150,23 @@ pub struct SimStats {
     pub lin_inconclusive_keys: usize,
     /// Virtual ms from the heal to a converged cluster.
     pub liveness_ms: u64,
+    /// Snapshots that became durable (taken by the node itself).
+    pub snapshots_taken: u64,
+    /// Snapshots a crash lost before they were durable.
+    pub snapshots_lost: u64,
+    /// Log compactions after a durable snapshot.
+    pub compactions: u64,
+    /// InstallSnapshot transfers started, chunks sent, transfers failed.
+    pub snapshot_transfers: u64,
+    pub snapshot_chunks: u64,
+    pub snapshot_transfers_failed: u64,
+    /// Snapshots installed by followers.
+    pub snapshots_installed: u64,
+    /// Crashes at a crash point inside snapshotting or installing.
+    pub snapshot_crashes: u64,
+    /// AppendEntries delivered to a follower whose snapshot covers their
+    /// `prev_log_index` (they reach into its compacted range).
+    pub appends_below_snapshot: u64,
 }
 
 /// The result of one seed.
@@ -172,6 +208,20 @@ impl SimOutcome {
             "stats: {} steps, {} virtual ms, {} elections, {} crashes ({} power losses), {} partitions, ops {} ok / {} failed / {} unknown\n",
             s.steps, s.virtual_ms, s.elections, s.crashes, s.power_losses, s.partitions, s.ops_ok, s.ops_failed, s.ops_unknown
         ));
+        if self.options.faults.snapshot {
+            out.push_str(&format!(
+                "snapshots: {} taken ({} lost to crashes), {} compactions, {} transfers ({} chunks, {} failed), {} installed, {} crashes at snapshot crash points, {} AppendEntries below a snapshot\n",
+                s.snapshots_taken,
+                s.snapshots_lost,
+                s.compactions,
+                s.snapshot_transfers,
+                s.snapshot_chunks,
+                s.snapshot_transfers_failed,
+                s.snapshots_installed,
+                s.snapshot_crashes,
+                s.appends_below_snapshot
+            ));
+        }
         out.push_str("nodes:\n");
         for n in &self.nodes {
             out.push_str(&format!("  {n}\n"));
@@ -188,6 +238,10 @@ impl SimOutcome {
 pub fn run(options: &SimOptions) -> SimOutcome {
     let mut w = world::World::new(options.clone());
     w.run();
+    outcome_of(options, &mut w)
+}
+
+fn outcome_of(options: &SimOptions, w: &mut world::World) -> SimOutcome {
     SimOutcome {
         options: options.clone(),
         config: w.config_summary(),
@@ -198,6 +252,168 @@ pub fn run(options: &SimOptions) -> SimOutcome {
         trace_digest: w.trace.digest(),
         nodes: w.node_summaries(),
         history: std::mem::take(&mut w.history),
+    }
+}
+
+/// One node as a scenario sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: raft::NodeId,
+    pub up: bool,
+    pub leader: bool,
+    pub term: raft::Term,
+    pub commit: raft::LogIndex,
+    pub applied: raft::LogIndex,
+    /// The core's log: it starts after `snapshot_index`, ends at `last_index`.
+    pub snapshot_index: raft::LogIndex,
+    pub last_index: raft::LogIndex,
+    /// The durable log holds the entries after `disk_log_start` up to
+    /// `disk_last`.
+    pub disk_log_start: raft::LogIndex,
+    pub disk_last: raft::LogIndex,
+    /// Durable snapshots, oldest first: `(last index, last term)`.
+    pub disk_snapshots: Vec<(raft::LogIndex, raft::Term)>,
+    /// Snapshots installed from a leader, over all the node's lives.
+    pub installs: u64,
+}
+
+/// A scripted run: the cluster and its clients as in [`run`], but no
+/// nemesis. Faults happen when the script says: crashes, restarts,
+/// isolation, snapshots, and crashes armed at a [`CrashPoint`]. Every
+/// invariant is checked after every step as usual; [`Scenario::finish`]
+/// heals and runs the end-of-run checks (liveness, durability,
+/// linearizability).
+pub struct Scenario {
+    options: SimOptions,
+    w: world::World,
+}
+
+impl Scenario {
+    /// Node ids are 1-based, as in the traces.
+    pub fn new(options: SimOptions) -> Scenario {
+        let mut w = world::World::new(options.clone());
+        w.set_scripted();
+        w.begin();
+        Scenario { options, w }
+    }
+
+    fn x(&self, id: raft::NodeId) -> usize {
+        assert!(
+            id >= 1 && id as usize <= self.options.nodes,
+            "no node n{id}"
+        );
+        id as usize - 1
+    }
+
+    /// Runs the events of the next `ms` virtual milliseconds (or up to a
+    /// violation).
+    pub fn run_for(&mut self, ms: u64) -> &mut Self {
+        self.w.run_until(self.w.now_us() + ms * 1000);
+        self
+    }
+
+    /// Runs until `done` holds (checked after every event), at most `ms`
+    /// virtual milliseconds. Returns whether it held.
+    pub fn run_until(&mut self, ms: u64, mut done: impl FnMut(&Scenario) -> bool) -> bool {
+        let deadline = self.w.now_us() + ms * 1000;
+        loop {
+            if done(self) {
+                return true;
+            }
+            if self.w.violation.is_some() || self.w.now_us() > deadline || !self.w.step_once() {
+                return false;
+            }
+        }
+    }
+
+    pub fn violation(&self) -> Option<&Violation> {
+        self.w.violation.as_ref()
+    }
+
+    /// The report of the run so far (for assertion messages).
+    pub fn report(&self) -> String {
+        let mut out = format!(
+            "{}\nconfig: {}\nnodes:\n",
+            self.w
+                .violation
+                .as_ref()
+                .map_or("no violation".to_string(), |v| v.to_string()),
+            self.w.config_summary()
+        );
+        for n in self.w.node_summaries() {
+            out.push_str(&format!("  {n}\n"));
+        }
+        for line in self.w.trace.tail() {
+            out.push_str(&format!("  {line}\n"));
+        }
+        out
+    }
+
+    /// The last trace lines (`trace_lines` of them), oldest first.
+    pub fn trace_tail(&self) -> Vec<String> {
+        self.w.trace.tail()
+    }
+
+    /// The leader of the highest term among live nodes, if any.
+    pub fn leader(&self) -> Option<raft::NodeId> {
+        self.w.leader_id()
+    }
+
+    pub fn node(&self, id: raft::NodeId) -> NodeView {
+        self.w.node_view(self.x(id))
+    }
+
+    /// A process crash (`power`: a power loss) of `id`; it stays down until
+    /// [`Scenario::restart`].
+    pub fn crash(&mut self, id: raft::NodeId, power: bool) {
+        let x = self.x(id);
+        self.w.crash_node(x, power);
+    }
+
+    pub fn restart(&mut self, id: raft::NodeId) {
+        let x = self.x(id);
+        self.w.restart_node(x);
+    }
+
+    /// Cuts every link to and from `id`.
+    pub fn isolate(&mut self, id: raft::NodeId) {
+        let x = self.x(id);
+        self.w.isolate(x);
+    }
+
+    pub fn heal(&mut self) {
+        self.w.heal_network();
+    }
+
+    /// `id` takes a snapshot now (written over the next few virtual ms).
+    /// False if it has applied nothing since its last one.
+    pub fn snapshot_now(&mut self, id: raft::NodeId) -> bool {
+        let x = self.x(id);
+        self.w.snapshot_now(x)
+    }
+
+    /// Crashes `id` (`power`: as a power loss) the next time it reaches
+    /// `point`; it then stays down until [`Scenario::restart`].
+    pub fn arm_crash(&mut self, id: raft::NodeId, point: CrashPoint, power: bool) {
+        let x = self.x(id);
+        self.w.arm_crash(x, point, power);
+    }
+
+    /// The crash points nodes crashed at, in order.
+    pub fn crash_points_hit(&self) -> &[(raft::NodeId, CrashPoint)] {
+        &self.w.crash_points_hit
+    }
+
+    pub fn stats(&self) -> &SimStats {
+        &self.w.stats
+    }
+
+    /// Heals and restarts everything, then checks liveness, durability and
+    /// linearizability, as at the end of [`run`].
+    pub fn finish(mut self) -> SimOutcome {
+        self.w.end();
+        let options = self.options.clone();
+        outcome_of(&options, &mut self.w)
     }
 }
 

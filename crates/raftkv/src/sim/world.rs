@@ -13,9 +13,18 @@
 //!
 //! Readies that wait for the same fsync complete in order. A crash between
 //! a write and its fsync loses what the disk did not keep.
+//!
+//! Snapshots and InstallSnapshot (§7), when the fault mix has them, are
+//! driven in [`snapshots`]: the driver's half of `RaftServer`'s
+//! `maybe_snapshot`, `send_snapshots` and `receive_snapshot_chunk`, with
+//! crash points between their steps.
+
+mod snapshots;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+
+use self::snapshots::{Incoming, SnapshotWrite, Transfer};
 
 use raft::{
     EntryKind, LogEntry, LogIndex, Message, NodeId, NotLeader, RaftConfig, RaftCore, RaftState,
@@ -28,6 +37,7 @@ use crate::sim::client::{choose_op, Client, HistoryOp, KvOp, Outcome};
 use crate::sim::disk::SimDisk;
 use crate::sim::network::{Fate, Network, Weather};
 use crate::sim::rng::SimRng;
+use crate::sim::snapshot::{state_digest, CrashPoint, DigestUpdate};
 use crate::sim::trace::{fmt_message, fmt_time, Trace};
 use crate::sim::{SimOptions, SimStats};
 
@@ -58,6 +68,9 @@ enum Event {
         sent_at: u64,
         dup: bool,
         late: bool,
+        /// Pairs an InstallSnapshot chunk with its reply (the RPC of a
+        /// real transport); 0 for everything else.
+        rpc: u64,
     },
     ClientStart {
         client: usize,
@@ -83,6 +96,18 @@ enum Event {
     },
     HealNetwork {
         epoch: u64,
+    },
+    /// The next step of the snapshot `node` is writing (§7).
+    SnapshotStep {
+        node: usize,
+        inc: u32,
+    },
+    /// A snapshot chunk from `node` to `peer` got no answer in time.
+    SnapshotChunkTimeout {
+        node: usize,
+        inc: u32,
+        peer: NodeId,
+        rpc: u64,
     },
 }
 
@@ -143,6 +168,18 @@ struct Node {
     /// (op, the highest committed index anywhere when the read arrived)
     read_waiters: BTreeMap<u64, (usize, LogIndex)>,
     reads_applying: Vec<(LogIndex, usize)>,
+    /// The digest of `kv` (State Machine Safety over states).
+    digest: u64,
+    /// §7: the snapshot being written (its temp file dies with the process).
+    writing: Option<SnapshotWrite>,
+    /// Entries applied since the last snapshot (the automatic policy).
+    applied_since_snapshot: u64,
+    /// Leader: snapshot transfers under way, by peer (volatile).
+    sending: BTreeMap<NodeId, Transfer>,
+    /// Follower: a snapshot arriving in chunks (volatile).
+    incoming: Option<Incoming>,
+    /// Snapshots this node installed from a leader, over all its lives.
+    installs: u64,
 }
 
 impl Node {
@@ -176,6 +213,18 @@ pub(crate) struct World {
     unique: u64,
     sync_inline: f64,
     fsync_latency: (u64, u64),
+    /// §7: take a snapshot every this many applied entries (0: never).
+    snapshot_every: u64,
+    /// Bytes of snapshot file per InstallSnapshot chunk.
+    snapshot_chunk: usize,
+    next_rpc: u64,
+    /// Scenario: crash this node the next time it reaches this point
+    /// (`true`: as a power loss).
+    armed: BTreeMap<(usize, CrashPoint), bool>,
+    /// Scenario: the crash points reached and crashed at, in order.
+    pub(crate) crash_points_hit: Vec<(NodeId, CrashPoint)>,
+    /// No nemesis: faults happen only when a scenario says so.
+    scripted: bool,
 }
 
 impl World {
@@ -193,6 +242,30 @@ impl World {
             ..RaftConfig::default()
         };
         let weather = Weather::draw(&mut rng, opts.faults);
+        // Drawn only when snapshots are on, so that other mixes replay as
+        // they did before snapshots were simulated.
+        let (snapshot_every, snapshot_chunk) = if opts.faults.snapshot {
+            let churn = opts.faults.snapshot_churn;
+            let every = opts.snapshot_every.unwrap_or_else(|| {
+                if churn {
+                    rng.range(3, 15)
+                } else {
+                    rng.range(10, 60)
+                }
+            });
+            // A snapshot file of three small keys is 60-90 bytes: several
+            // chunks each.
+            let chunk = opts.snapshot_chunk.unwrap_or_else(|| {
+                if churn {
+                    rng.range(4, 16) as usize
+                } else {
+                    rng.range(8, 64) as usize
+                }
+            });
+            (every, chunk.max(1))
+        } else {
+            (0, 1)
+        };
         let (sync_inline, fsync_latency) = if opts.faults.power_loss {
             (0.3, (1_000, 15_000))
         } else {
@@ -224,6 +297,12 @@ impl World {
                     write_waiters: BTreeMap::new(),
                     read_waiters: BTreeMap::new(),
                     reads_applying: Vec::new(),
+                    digest: state_digest(&KvStore::new()),
+                    writing: None,
+                    applied_since_snapshot: 0,
+                    sending: BTreeMap::new(),
+                    incoming: None,
+                    installs: 0,
                 }
             })
             .collect();
@@ -252,12 +331,29 @@ impl World {
             unique: 0,
             sync_inline,
             fsync_latency,
+            snapshot_every,
+            snapshot_chunk,
+            next_rpc: 1,
+            armed: BTreeMap::new(),
+            crash_points_hit: Vec::new(),
+            scripted: false,
         }
     }
 
     /// Runs the whole scenario: the faulty phase, then healing and the
     /// liveness check, then the end-of-run checks.
     pub(crate) fn run(&mut self) {
+        self.begin();
+        while self.stats.steps < self.opts.steps && self.violation.is_none() {
+            if !self.step() {
+                break;
+            }
+        }
+        self.end();
+    }
+
+    /// Starts the nodes and the clients, and (unless scripted) the nemesis.
+    pub(crate) fn begin(&mut self) {
         self.trace(format!(
             "start: {} nodes, faults {}, {}{}",
             self.ids.len(),
@@ -274,15 +370,17 @@ impl World {
             let at = self.rng.range(0, 50_000);
             self.schedule(at, Event::ClientStart { client: c });
         }
-        if self.opts.faults.network_faults() || self.opts.faults.node_faults() {
+        let nemesis = self.opts.faults.network_faults()
+            || self.opts.faults.node_faults()
+            || self.opts.faults.snapshot;
+        if nemesis && !self.scripted {
             let at = self.rng.range(100_000, 1_000_000);
             self.schedule(at, Event::Fault);
         }
-        while self.stats.steps < self.opts.steps && self.violation.is_none() {
-            if !self.step() {
-                break;
-            }
-        }
+    }
+
+    /// Heals, checks liveness and durability, then linearizability.
+    pub(crate) fn end(&mut self) {
         if self.violation.is_none() {
             self.heal_and_check_liveness();
         }
@@ -293,13 +391,20 @@ impl World {
     }
 
     pub(crate) fn config_summary(&self) -> String {
-        format!(
+        let mut text = format!(
             "pre-vote {}, check-quorum {}, batch {}, inflight {}",
             on_off(self.config.pre_vote),
             on_off(self.config.check_quorum),
             self.config.max_entries_per_append,
             self.config.max_inflight_appends
-        )
+        );
+        if self.snapshot_every > 0 {
+            text.push_str(&format!(
+                ", snapshot every {} applied, chunks of {} bytes",
+                self.snapshot_every, self.snapshot_chunk
+            ));
+        }
+        text
     }
 
     /// One line per node: up or down, role, term, commit, applied, log end.
@@ -308,14 +413,15 @@ impl World {
             .iter()
             .map(|n| match &n.core {
                 None => format!(
-                    "n{} down (disk: term {}, vote {}, {} entries)",
+                    "n{} down (disk: term {}, vote {}, {} entries{})",
                     n.id,
                     n.disk.durable_hard_state().term,
                     fmt_vote(n.disk.durable_hard_state().voted_for),
-                    n.disk.durable_len()
+                    n.disk.durable_len(),
+                    fmt_disk_snapshots(&n.disk)
                 ),
                 Some(c) => format!(
-                    "n{} {} term {} vote {} leader {} commit {} applied {} last {}/{}",
+                    "n{} {} term {} vote {} leader {} commit {} applied {} last {}/{}{}",
                     n.id,
                     c.state(),
                     c.term(),
@@ -324,10 +430,89 @@ impl World {
                     c.commit_index(),
                     n.applied,
                     c.last_log_index(),
-                    c.last_log_term()
+                    c.last_log_term(),
+                    if c.snapshot_index() > 0 {
+                        format!(" snapshot {}/{}", c.snapshot_index(), c.snapshot_term())
+                    } else {
+                        String::new()
+                    }
                 ),
             })
             .collect()
+    }
+
+    // ----- Scripted runs (`Scenario`) ----------------------------------------
+
+    pub(crate) fn set_scripted(&mut self) {
+        self.scripted = true;
+    }
+
+    pub(crate) fn now_us(&self) -> u64 {
+        self.now
+    }
+
+    /// Runs the events due up to `at` (µs), or up to a violation.
+    pub(crate) fn run_until(&mut self, at: u64) {
+        while self.violation.is_none() && self.queue.peek().is_some_and(|s| s.at <= at) {
+            self.step();
+        }
+        self.now = self.now.max(at);
+    }
+
+    pub(crate) fn step_once(&mut self) -> bool {
+        self.step()
+    }
+
+    pub(crate) fn leader_id(&self) -> Option<NodeId> {
+        (0..self.nodes.len())
+            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
+            .max_by_key(|&x| self.nodes[x].core.as_ref().map_or(0, |c| c.term()))
+            .map(|x| self.nodes[x].id)
+    }
+
+    pub(crate) fn node_view(&self, x: usize) -> crate::sim::NodeView {
+        let n = &self.nodes[x];
+        let core = n.core.as_ref();
+        crate::sim::NodeView {
+            id: n.id,
+            up: core.is_some(),
+            leader: core.is_some_and(|c| c.is_leader()),
+            term: core.map_or(n.disk.durable_hard_state().term, |c| c.term()),
+            commit: core.map_or(0, |c| c.commit_index()),
+            applied: n.applied,
+            snapshot_index: core.map_or(0, |c| c.snapshot_index()),
+            last_index: core.map_or(0, |c| c.last_log_index()),
+            disk_log_start: n.disk.log_start().0,
+            disk_last: n.disk.durable_last_index(),
+            disk_snapshots: n.disk.snapshot_list(),
+            installs: n.installs,
+        }
+    }
+
+    pub(crate) fn crash_node(&mut self, x: usize, power: bool) {
+        if self.nodes[x].is_up() {
+            self.crash(x, power);
+        }
+    }
+
+    pub(crate) fn restart_node(&mut self, x: usize) {
+        self.restart(x);
+    }
+
+    pub(crate) fn isolate(&mut self, x: usize) {
+        for y in 0..self.nodes.len() {
+            self.net.cut_link(x, y);
+            self.net.cut_link(y, x);
+        }
+        self.net_epoch += 1;
+        let id = self.nodes[x].id;
+        self.trace(format!("isolate n{id}"));
+    }
+
+    pub(crate) fn heal_network(&mut self) {
+        self.net.heal();
+        self.net_epoch += 1;
+        self.trace("network healed".to_string());
     }
 
     // ----- The event loop ----------------------------------------------------
@@ -383,7 +568,8 @@ impl World {
                 sent_at,
                 dup,
                 late,
-            } => self.deliver(msg, sent_at, dup, late),
+                rpc,
+            } => self.deliver(msg, sent_at, dup, late, rpc),
             Event::ClientStart { client } => self.client_start(client),
             Event::ClientArrive { op } => self.client_arrive(op),
             Event::ClientTimeout { op } => self.client_timeout(op),
@@ -404,7 +590,27 @@ impl World {
                     self.trace("network healed".to_string());
                 }
             }
+            Event::SnapshotStep { node, inc } => {
+                if self.alive(node, inc) {
+                    self.snapshot_step(node);
+                }
+            }
+            Event::SnapshotChunkTimeout {
+                node,
+                inc,
+                peer,
+                rpc,
+            } => {
+                if self.alive(node, inc) {
+                    self.snapshot_chunk_timeout(node, peer, rpc);
+                }
+            }
         }
+    }
+
+    /// Whether the run breaks this rule on purpose.
+    fn has_bug(&self, bug: crate::sim::Bug) -> bool {
+        self.opts.bug == Some(bug)
     }
 
     fn alive(&self, node: usize, inc: u32) -> bool {
@@ -435,17 +641,45 @@ impl World {
     // ----- Nodes: readies, disk, apply -----------------------------------------
 
     fn start_node(&mut self, x: usize) {
-        let recovered = self.nodes[x].disk.recover();
-        let seed = self.rng.next_u64();
         let id = self.nodes[x].id;
-        match RaftCore::new(id, &self.ids, self.config.clone(), recovered, seed) {
+        // §7: the newest snapshot plus the log after it.
+        let (recovered, snapshot, kv) = match self.recover_node(x) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(
+                    ViolationKind::StorageContract,
+                    format!("n{id} cannot restart from its disk: {e}"),
+                );
+                return;
+            }
+        };
+        let seed = self.rng.next_u64();
+        match RaftCore::with_snapshot(
+            id,
+            &self.ids,
+            self.config.clone(),
+            recovered,
+            snapshot,
+            seed,
+        ) {
             Ok(mut core) => {
                 if let Some(bug) = self.opts.bug {
                     core.set_bug_switches(bug.switches());
                 }
-                self.nodes[x].role = (core.state(), core.term());
-                self.nodes[x].voted_for = core.voted_for();
-                self.nodes[x].core = Some(core);
+                let node = &mut self.nodes[x];
+                node.role = (core.state(), core.term());
+                node.voted_for = core.voted_for();
+                node.core = Some(core);
+                if let Some((index, _)) = snapshot {
+                    // The snapshot counts as committed and applied.
+                    node.digest = state_digest(&kv);
+                    node.kv = kv;
+                    node.applied = index;
+                    node.last_commit = index;
+                    let digest = node.digest;
+                    let result = self.inv.on_state(id, index, digest, true);
+                    self.check(result);
+                }
             }
             Err(e) => {
                 self.fail(
@@ -529,6 +763,10 @@ impl World {
         for m in std::mem::take(&mut rd.messages) {
             self.send(m);
         }
+        let to_snapshot = std::mem::take(&mut rd.snapshots_to_send);
+        if !to_snapshot.is_empty() {
+            self.send_snapshots(x, to_snapshot);
+        }
         let needs_write = rd.hard_state.is_some() || !rd.entries.is_empty();
         if needs_write {
             if let Err(e) = self.nodes[x]
@@ -595,8 +833,9 @@ impl World {
             Rpc::RequestVoteReply(r) if r.vote_granted && !r.pre_vote => voted(r.term, m.to),
             Rpc::RequestVote(a) if !a.pre_vote => voted(a.term, m.from),
             Rpc::AppendEntriesReply(r) if r.success => {
-                hs.term > r.term || disk.durable_len() as LogIndex >= r.match_index
+                hs.term > r.term || durably_covers(disk, r.match_index)
             }
+            Rpc::InstallSnapshotReply(r) => hs.term >= r.term,
             _ => true,
         };
         if ok {
@@ -617,22 +856,40 @@ impl World {
         let Some((index, _)) = self.inv.last_committed() else {
             return;
         };
+        let Some((_, committed_term)) = self.inv.last_committed() else {
+            return;
+        };
+        // A snapshot holds only committed entries (the state digests check
+        // it), so the index it covers counts as held with its committed term.
         let logs: Vec<(NodeId, Vec<LogView>)> = self
             .nodes
             .iter()
             .map(|n| {
-                let (last_index, last_term) = n.disk.durable_last();
+                // What a restart would present: snapshot + log, reconciled.
+                let (last_index, last_term, covered) = n.disk.restart_view();
+                let durable_term = if index <= covered {
+                    Some(committed_term)
+                } else if index <= last_index {
+                    n.disk.durable_term(index)
+                } else {
+                    None
+                };
                 let mut views = vec![LogView {
                     last_index,
                     last_term,
-                    term_at_committed: n.disk.durable_term(index),
+                    term_at_committed: durable_term,
                     committed_index: index,
                 }];
                 if let Some(core) = &n.core {
+                    let term = if index <= core.snapshot_index() {
+                        Some(committed_term)
+                    } else {
+                        core.entry(index).map(|e| e.term)
+                    };
                     views.push(LogView {
                         last_index: core.last_log_index(),
                         last_term: core.last_log_term(),
-                        term_at_committed: core.entry(index).map(|e| e.term),
+                        term_at_committed: term,
                         committed_index: index,
                     });
                 }
@@ -645,7 +902,16 @@ impl World {
 
     fn apply(&mut self, x: usize, entries: Vec<LogEntry>) {
         let id = self.nodes[x].id;
+        let snapshot_index = self.nodes[x]
+            .core
+            .as_ref()
+            .map_or(0, RaftCore::snapshot_index);
+        let applied_any = !entries.is_empty();
         for e in entries {
+            if e.index <= self.nodes[x].applied && e.index <= snapshot_index {
+                // Handed out before a snapshot that covers it was installed.
+                continue;
+            }
             let expected = self.nodes[x].applied + 1;
             let result = self.inv.on_applied(id, &e, expected);
             self.check(result);
@@ -654,10 +920,23 @@ impl World {
             }
             let node = &mut self.nodes[x];
             let output = match e.kind {
-                EntryKind::Normal => StateMachine::apply(&mut node.kv, e.index, &e.data),
+                EntryKind::Normal => {
+                    let (update, partial) = DigestUpdate::before(&node.kv, node.digest, &e.data);
+                    let out = StateMachine::apply(&mut node.kv, e.index, &e.data);
+                    node.digest = update.after(&node.kv, partial);
+                    out
+                }
                 EntryKind::Noop => KvOutput::Ok,
             };
             node.applied = e.index;
+            node.applied_since_snapshot += 1;
+            let digest = node.digest;
+            let result = self.inv.on_state(id, e.index, digest, false);
+            self.check(result);
+            if self.violation.is_some() {
+                return;
+            }
+            let node = &mut self.nodes[x];
             if let Some(waiters) = node.write_waiters.remove(&e.index) {
                 for (op, term) in waiters {
                     if term == e.term {
@@ -672,6 +951,9 @@ impl World {
             }
         }
         self.serve_reads(x);
+        if applied_any {
+            self.after_apply_snapshots(x);
+        }
     }
 
     /// Reads whose read index the state machine has reached.
@@ -807,6 +1089,12 @@ impl World {
     // ----- Network -------------------------------------------------------------
 
     fn send(&mut self, m: Message) {
+        self.send_rpc(m, 0);
+    }
+
+    /// Sends `m`; `rpc` pairs a snapshot chunk with its reply. False when a
+    /// partition refused it at once (the transport noticed).
+    fn send_rpc(&mut self, m: Message, rpc: u64) -> bool {
         self.stats.messages_sent += 1;
         let (from, to) = (m.from as usize - 1, m.to as usize - 1);
         match self.net.send(&mut self.rng, self.now, from, to) {
@@ -820,6 +1108,7 @@ impl World {
                         core.report_unreachable(m.to);
                     }
                 }
+                return false;
             }
             Fate::Lost => {
                 self.stats.messages_dropped += 1;
@@ -837,6 +1126,7 @@ impl World {
                             sent_at,
                             dup: i > 0,
                             late,
+                            rpc,
                         },
                     );
                 }
@@ -845,9 +1135,10 @@ impl World {
                 }
             }
         }
+        true
     }
 
-    fn deliver(&mut self, msg: Message, sent_at: u64, dup: bool, late: bool) {
+    fn deliver(&mut self, msg: Message, sent_at: u64, dup: bool, late: bool, rpc: u64) {
         let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
         let mut line = fmt_message(&msg);
         if dup {
@@ -868,7 +1159,19 @@ impl World {
         }
         self.stats.messages_delivered += 1;
         self.trace(line);
+        // Snapshot chunks and their replies go through the driver, as in
+        // `RaftServer`: the core decides, the driver owns the bytes.
+        match &msg.rpc {
+            Rpc::InstallSnapshot(_) => return self.on_snapshot_chunk(to, msg, rpc),
+            Rpc::InstallSnapshotReply(_) => return self.on_snapshot_reply(to, msg, rpc),
+            _ => {}
+        }
         if let Some(core) = self.nodes[to].core.as_mut() {
+            if let Rpc::AppendEntries(a) = &msg.rpc {
+                if a.prev_log_index < core.snapshot_index() {
+                    self.stats.appends_below_snapshot += 1;
+                }
+            }
             core.step(msg);
         }
         self.after_input(to);
@@ -890,19 +1193,24 @@ impl World {
         if mix.node_faults() {
             kinds.push(1);
         }
+        if mix.snapshot {
+            kinds.push(2);
+        }
         if kinds.is_empty() {
             return;
         }
-        if self.rng.pick(&kinds) == 0 {
-            if self.net.any_cut() && self.rng.chance(0.4) {
-                self.net.heal();
-                self.net_epoch += 1;
-                self.trace("network healed".to_string());
-            } else {
-                self.network_fault();
+        match self.rng.pick(&kinds) {
+            0 => {
+                if self.net.any_cut() && self.rng.chance(0.4) {
+                    self.net.heal();
+                    self.net_epoch += 1;
+                    self.trace("network healed".to_string());
+                } else {
+                    self.network_fault();
+                }
             }
-        } else {
-            self.crash_fault();
+            1 => self.crash_fault(),
+            _ => self.snapshot_fault(),
         }
     }
 
@@ -1031,6 +1339,7 @@ impl World {
     }
 
     fn crash(&mut self, x: usize, power: bool) {
+        let rng = &mut self.rng;
         let node = &mut self.nodes[x];
         node.core = None;
         node.inc += 1;
@@ -1038,16 +1347,25 @@ impl World {
         node.fsync_scheduled = false;
         let loss = if power {
             let unsynced = node.disk.unsynced_ops() as u64;
-            let keep = self.rng.range(0, unsynced) as usize;
-            node.disk.power_loss(keep)
+            let keep = rng.range(0, unsynced) as usize;
+            // A rename whose directory was not fsynced may or may not be
+            // on disk.
+            node.disk.power_loss(keep, || rng.chance(0.5))
         } else {
             node.disk.process_crash()
         };
         node.kv = KvStore::new();
+        node.digest = state_digest(&node.kv);
         node.applied = 0;
         node.last_commit = 0;
         node.leader_last = None;
         node.role = (RaftState::Follower, 0);
+        // Volatile snapshot state: a temp file not yet renamed, transfers
+        // under way, a half-received snapshot.
+        let lost_write = node.writing.take().filter(|w| !w.renamed());
+        node.applied_since_snapshot = 0;
+        node.sending.clear();
+        node.incoming = None;
         let writes: Vec<usize> = std::mem::take(&mut node.write_waiters)
             .into_values()
             .flatten()
@@ -1074,6 +1392,20 @@ impl World {
             format!("n{id} crash (process: {} written, all kept)", loss.unsynced)
         };
         self.trace(text);
+        if let Some(w) = lost_write {
+            self.stats.snapshots_lost += 1;
+            self.trace(format!(
+                "n{id} lost the snapshot at {} it was writing (not yet renamed)",
+                w.index()
+            ));
+        }
+        if loss.renames_lost > 0 {
+            self.stats.snapshots_lost += loss.renames_lost as u64;
+            self.trace(format!(
+                "n{id} lost {} snapshot rename(s): the directory was not fsynced",
+                loss.renames_lost
+            ));
+        }
         for op in writes {
             self.finish(op, Outcome::Unknown(format!("n{id} crashed")));
         }
@@ -1090,11 +1422,12 @@ impl World {
         let node = &self.nodes[x];
         let hs = node.disk.durable_hard_state();
         let text = format!(
-            "n{} restart (term {}, vote {}, {} entries on disk)",
+            "n{} restart (term {}, vote {}, {} entries on disk{})",
             node.id,
             hs.term,
             fmt_vote(hs.voted_for),
-            node.disk.durable_len()
+            node.disk.durable_len(),
+            fmt_disk_snapshots(&node.disk)
         );
         self.trace(text);
         if self.nodes[x].is_up() {
@@ -1438,6 +1771,29 @@ fn on_off(b: bool) -> &'static str {
     } else {
         "off"
     }
+}
+
+/// Whether the durable state backs a promise to hold everything up to
+/// `index`: the log reaches it, or the newest durable snapshot covers it.
+fn durably_covers(disk: &SimDisk, index: LogIndex) -> bool {
+    disk.durable_last_index() >= index
+        || disk
+            .latest_durable_snapshot()
+            .is_some_and(|s| s.index >= index)
+}
+
+/// `, log after 40, snapshots 30/2 40/3` for a disk with snapshots.
+fn fmt_disk_snapshots(disk: &SimDisk) -> String {
+    let list = disk.snapshot_list();
+    if list.is_empty() && disk.log_start().0 == 0 {
+        return String::new();
+    }
+    let snaps: Vec<String> = list.iter().map(|(i, t)| format!("{i}/{t}")).collect();
+    format!(
+        ", log after {}, snapshots [{}]",
+        disk.log_start().0,
+        snaps.join(" ")
+    )
 }
 
 fn fmt_vote(v: Option<NodeId>) -> String {
