@@ -1,4 +1,5 @@
 //! raftkv: a replicated key-value store on the `raft` crate, speaking RESP.
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod forward;

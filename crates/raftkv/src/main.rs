@@ -27,6 +27,9 @@ enum Command {
     /// Deterministic simulation: many seeded runs of the Raft cores with
     /// faults, checking the paper's invariants and linearizability.
     Sim(raftkv::sim::cli::SimArgs),
+    /// Closed-loop load generator (RESP for raftkv and redis, etcd's JSON
+    /// gateway for etcd): ops/s and a latency histogram, one JSON line.
+    Bench(raftkv::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -139,6 +142,11 @@ fn main() -> ExitCode {
         }),
         Command::Up(args) => runtime.block_on(raftkv::up::run(args, shutdown_signal())),
         Command::Sim(_) => Ok(()),
+        Command::Bench(args) => runtime.block_on(async {
+            raftkv::bench::run(args).await.map_err(|e| {
+                raftkv::server::RunError::Config(raftkv::config::ConfigError::Invalid(e))
+            })
+        }),
     };
     // Do not wait for lingering connection tasks.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
