@@ -9,7 +9,7 @@
 
 mod process;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -1618,11 +1618,19 @@ fn a_torn_log_tail_is_repaired_and_a_corrupt_log_is_refused() {
     torn.extend_from_slice(&0x1234_5678u32.to_le_bytes());
     torn.extend_from_slice(&[0xab; 50]);
     torn.extend_from_slice(&[0; 100]);
+    // Segments are preallocated (zero-filled to their full size), so the
+    // torn bytes go where the next record would have: right after the last
+    // complete one, not at the end of the file.
+    let bytes = std::fs::read(last).expect("read segment");
+    let end = record_offsets(&bytes)
+        .last()
+        .map_or(0, |&(off, len)| off + 8 + len);
     let mut f = std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(last)
         .expect("open");
-    f.write_all(&torn).expect("append a torn record");
+    f.seek(std::io::SeekFrom::Start(end as u64)).expect("seek");
+    f.write_all(&torn).expect("write a torn record");
     drop(f);
     c.spawn(victim);
     c.wait_for_leader(secs(10));
