@@ -129,6 +129,8 @@ pub struct Status {
 }
 
 type Reply<O> = oneshot::Sender<Result<O, ClientError>>;
+/// The outcome of a queued command, once the server has it.
+pub type Pending<O> = oneshot::Receiver<Result<O, ClientError>>;
 /// A read query and where to send its answer.
 type PendingQuery<O> = (Vec<u8>, Reply<O>);
 
@@ -160,14 +162,7 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// Proposes `command`; resolves once it is committed and applied, with the
     /// state machine's output.
     pub async fn submit(&self, command: Vec<u8>) -> Result<O, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Submit {
-                data: command,
-                reply: tx,
-            })
-            .await
-            .map_err(|_| ClientError::Stopped)?;
+        let rx = self.enqueue_submit(command).await?;
         rx.await.map_err(|_| ClientError::Stopped)?
     }
 
@@ -175,11 +170,7 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// state machine's answer to `query` once the leader has confirmed its
     /// leadership and applied everything committed before the read began.
     pub async fn read(&self, query: Vec<u8>) -> Result<O, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Read { query, reply: tx })
-            .await
-            .map_err(|_| ClientError::Stopped)?;
+        let rx = self.enqueue_read(query).await?;
         rx.await.map_err(|_| ClientError::Stopped)?
     }
 
@@ -187,35 +178,31 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// outcome. Calls made one after another are proposed in that order,
     /// which lets a connection pipeline writes and keep their order. Waits
     /// (backpressure) while the server's bounded queue is full.
-    pub async fn enqueue_submit(
-        &self,
-        command: Vec<u8>,
-    ) -> Result<oneshot::Receiver<Result<O, ClientError>>, ClientError> {
-        let (tx, rx) = oneshot::channel();
-        let permit = self
-            .commands
-            .reserve()
-            .await
-            .map_err(|_| ClientError::Stopped)?;
-        permit.send(Command::Submit {
+    pub async fn enqueue_submit(&self, command: Vec<u8>) -> Result<Pending<O>, ClientError> {
+        self.enqueue(|reply| Command::Submit {
             data: command,
-            reply: tx,
-        });
-        Ok(rx)
+            reply,
+        })
+        .await
     }
 
     /// Like [`RaftHandle::enqueue_submit`], for a linearizable read.
-    pub async fn enqueue_read(
+    pub async fn enqueue_read(&self, query: Vec<u8>) -> Result<Pending<O>, ClientError> {
+        self.enqueue(|reply| Command::Read { query, reply }).await
+    }
+
+    /// Waits for room in the bounded queue, then queues the command.
+    async fn enqueue(
         &self,
-        query: Vec<u8>,
-    ) -> Result<oneshot::Receiver<Result<O, ClientError>>, ClientError> {
+        command: impl FnOnce(Reply<O>) -> Command<O>,
+    ) -> Result<Pending<O>, ClientError> {
         let (tx, rx) = oneshot::channel();
         let permit = self
             .commands
             .reserve()
             .await
             .map_err(|_| ClientError::Stopped)?;
-        permit.send(Command::Read { query, reply: tx });
+        permit.send(command(tx));
         Ok(rx)
     }
 
