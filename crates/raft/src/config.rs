@@ -43,6 +43,17 @@ pub struct RaftConfig {
     pub snapshots_to_keep: usize,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
+    /// Thesis §6.4.1: serve linearizable reads from a leader lease instead
+    /// of a heartbeat round per read batch, while the lease lasts. Faster
+    /// (no round trip), but safe only if clocks run at nearly the same rate
+    /// and no process pauses longer than the margin allows: it trades a
+    /// timing assumption for latency. Needs `check_quorum`, and every node of
+    /// the cluster must run with it (followers' vote abstention is the other
+    /// half of the lease). Off by default.
+    pub lease_reads: bool,
+    /// How much faster or slower (in percent) one node's clock may run than
+    /// another's. The lease is shortened by this margin on both sides.
+    pub lease_clock_drift_percent: u64,
 }
 
 impl Default for RaftConfig {
@@ -61,6 +72,8 @@ impl Default for RaftConfig {
             snapshot_after_bytes: 64 << 20,
             snapshots_to_keep: 2,
             snapshot_chunk_bytes: 1 << 20,
+            lease_reads: false,
+            lease_clock_drift_percent: 10,
         }
     }
 }
@@ -83,6 +96,12 @@ pub enum ConfigError {
     EmptyElectionRange { min: Duration, max: Duration },
     #[error("{0} must be at least 1")]
     ZeroLimit(&'static str),
+    #[error("lease reads need check_quorum: followers refuse votes only with it")]
+    LeaseWithoutCheckQuorum,
+    #[error("lease clock drift of {0}% is out of range (0-50)")]
+    LeaseDriftOutOfRange(u64),
+    #[error("the read lease ({lease} ticks after the drift margin) must outlast a heartbeat interval ({heartbeat} ticks); raise the election timeout or lower the drift")]
+    LeaseTooShort { lease: u64, heartbeat: u64 },
 }
 
 impl RaftConfig {
@@ -129,6 +148,22 @@ impl RaftConfig {
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError::ZeroLimit("snapshot_chunk_bytes"));
         }
+        if self.lease_reads {
+            if !self.check_quorum {
+                return Err(ConfigError::LeaseWithoutCheckQuorum);
+            }
+            if self.lease_clock_drift_percent > 50 {
+                return Err(ConfigError::LeaseDriftOutOfRange(
+                    self.lease_clock_drift_percent,
+                ));
+            }
+            if self.lease_ticks() <= self.heartbeat_ticks() {
+                return Err(ConfigError::LeaseTooShort {
+                    lease: self.lease_ticks(),
+                    heartbeat: self.heartbeat_ticks(),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -148,5 +183,19 @@ impl RaftConfig {
 
     pub fn election_ticks_max(&self) -> u64 {
         self.ticks(self.election_timeout_max)
+    }
+
+    /// Thesis §6.4.1: how long, in the leader's ticks, a lease lasts after
+    /// the start of a heartbeat round a majority acknowledged.
+    ///
+    /// A follower that hears from the leader refuses to vote for anyone else
+    /// for a minimum election timeout of *its* clock, of which at least
+    /// `election_ticks_min - 1` whole ticks remain (its next tick may come
+    /// right after the message). If its clock runs slow by the drift `d` and
+    /// the leader's fast by `d`, that is `(min - 1) · (1 - d) / (1 + d)` of
+    /// the leader's ticks, rounded down.
+    pub fn lease_ticks(&self) -> u64 {
+        let d = self.lease_clock_drift_percent.min(50);
+        self.election_ticks_min().saturating_sub(1) * (100 - d) / (100 + d)
     }
 }

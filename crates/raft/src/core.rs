@@ -166,6 +166,9 @@ pub struct BugSwitches {
     pub read_without_quorum_check: bool,
     /// Do not append a no-op when taking office.
     pub skip_noop_on_election: bool,
+    /// Lease reads: trust a lease twice the minimum election timeout, as if
+    /// clocks never drifted and followers waited longer than they do.
+    pub lease_ignores_clock_drift: bool,
 }
 
 /// The Raft state machine of one server. See the module documentation.
@@ -207,6 +210,13 @@ pub struct RaftCore {
     pending_reads: Vec<PendingRead>,
     /// Reads that arrived before this leader's first commit in its term.
     reads_awaiting_commit: Vec<u64>,
+    /// Ticks since this core was created: the clock of the read lease.
+    ticks: u64,
+    /// Leader with lease reads (thesis §6.4.1): when each heartbeat round
+    /// still of interest started, in `ticks`, oldest first.
+    round_started: VecDeque<(u64, u64)>,
+    /// Reads answered from the lease, without a round (for metrics).
+    lease_reads_served: u64,
 
     // Outputs, drained by ready().
     last_hard_state: HardState,
@@ -292,6 +302,9 @@ impl RaftCore {
             read_round_needed: false,
             pending_reads: Vec::new(),
             reads_awaiting_commit: Vec::new(),
+            ticks: 0,
+            round_started: VecDeque::new(),
+            lease_reads_served: 0,
             last_hard_state: hs,
             last_soft_state: (RaftState::Follower, hs.term, None),
             messages: Vec::new(),
@@ -395,6 +408,7 @@ impl RaftCore {
 
     /// One unit of logical time (§5.2: election timeouts and heartbeats).
     pub fn tick(&mut self) {
+        self.ticks += 1;
         match self.state {
             RaftState::Leader => self.tick_leader(),
             _ => {
@@ -429,6 +443,11 @@ impl RaftCore {
         }
         if self.heartbeat_elapsed >= self.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            if self.config.lease_reads {
+                // Thesis §6.4.1: every heartbeat is a new round, so each
+                // majority of acknowledgements extends the lease.
+                self.start_read_round();
+            }
             self.broadcast_heartbeat();
         }
     }
@@ -473,8 +492,73 @@ impl RaftCore {
             self.reads_awaiting_commit.push(id);
             return Ok(());
         }
+        if self.lease_valid() {
+            // Thesis §6.4.1: within the lease no other leader can exist, so
+            // the commit index is current without asking anyone.
+            self.lease_reads_served += 1;
+            self.read_states.push(ReadState {
+                id,
+                result: Ok(self.commit_index),
+            });
+            return Ok(());
+        }
         self.register_read(id);
         Ok(())
+    }
+
+    /// How many reads this core answered from its lease (thesis §6.4.1)
+    /// rather than with a heartbeat round.
+    pub fn lease_reads_served(&self) -> u64 {
+        self.lease_reads_served
+    }
+
+    /// Thesis §6.4.1, lease reads: true while no other server can have been
+    /// elected. A majority acknowledged a heartbeat round that started at
+    /// tick `k`; each of them received it after `k` and, by the
+    /// vote-abstention rule (thesis §4.2.3, see `in_lease`), grants no vote
+    /// for a minimum election timeout of its own clock. So no other leader
+    /// exists until `k + lease_ticks` on ours (the drift margin is in
+    /// `lease_ticks`). Our tick `k` was already partly over when the round
+    /// started, so `ticks - k` whole ticks plus a part of one have passed:
+    /// the lease holds while `ticks - k + 1 <= lease_ticks`.
+    fn lease_valid(&mut self) -> bool {
+        if !self.config.lease_reads || self.state != RaftState::Leader {
+            return false;
+        }
+        let Some(acked) = self.quorum_read_round() else {
+            return false;
+        };
+        // Rounds older than the one a majority acknowledged no longer matter.
+        while self.round_started.len() > 1
+            && self.round_started.front().is_some_and(|&(r, _)| r < acked)
+        {
+            self.round_started.pop_front();
+        }
+        let lease = if self.bugs.lease_ignores_clock_drift {
+            2 * self.election_ticks_min
+        } else {
+            self.config.lease_ticks()
+        };
+        match self.round_started.front() {
+            Some(&(round, started)) if round == acked => self.ticks - started < lease,
+            _ => false,
+        }
+    }
+
+    /// The newest heartbeat round a majority (this leader included) has
+    /// echoed, if any.
+    fn quorum_read_round(&self) -> Option<u64> {
+        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
+        rounds.push(self.read_round);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        rounds.get(self.quorum() - 1).copied()
+    }
+
+    fn start_read_round(&mut self) {
+        self.read_round += 1;
+        if self.config.lease_reads {
+            self.round_started.push_back((self.read_round, self.ticks));
+        }
     }
 
     fn register_read(&mut self, id: u64) {
@@ -697,7 +781,12 @@ impl RaftCore {
         match self.state {
             RaftState::Leader => self.quorum_recently_active(),
             RaftState::Follower => {
-                self.leader_id.is_some() && self.election_elapsed < self.election_ticks_min
+                (self.leader_id.is_some() && self.election_elapsed < self.election_ticks_min)
+                    // Thesis §6.4.1: with leases, a restarted server may have
+                    // acknowledged a leader just before it stopped, and it
+                    // does not remember: it waits out a minimum election
+                    // timeout before voting, as if it had just heard from one.
+                    || (self.config.lease_reads && self.ticks < self.election_ticks_min)
             }
             _ => false,
         }
@@ -848,6 +937,7 @@ impl RaftCore {
         self.leader_id = leader;
         self.votes.clear();
         self.progress.clear();
+        self.round_started.clear();
         self.fail_pending_reads();
         self.reset_election_timer();
         if was_leader {
@@ -891,6 +981,11 @@ impl RaftCore {
             self.log.append(LogEntry::noop(self.term, index));
         }
         self.need_broadcast = true;
+        self.round_started.clear();
+        if self.config.lease_reads {
+            // The no-op's AppendEntries carry the first round of the lease.
+            self.start_read_round();
+        }
         self.maybe_commit();
     }
 
@@ -1240,10 +1335,7 @@ impl RaftCore {
         if self.pending_reads.is_empty() {
             return;
         }
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
-        rounds.push(self.read_round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&acked) = rounds.get(self.quorum() - 1) else {
+        let Some(acked) = self.quorum_read_round() else {
             return;
         };
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
@@ -1301,7 +1393,7 @@ impl RaftCore {
         }
         let new_round = self.read_round_needed;
         if new_round {
-            self.read_round += 1;
+            self.start_read_round();
             self.read_round_needed = false;
         }
         if self.need_broadcast || new_round {

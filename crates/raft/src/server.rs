@@ -126,6 +126,10 @@ pub struct Status {
     pub snapshot_in_progress: bool,
     /// Bytes of snapshot sent to followers since start.
     pub snapshot_bytes_sent: u64,
+    /// Thesis §6.4.1: whether reads may be served from a leader lease.
+    pub lease_reads: bool,
+    /// Reads this node answered from its lease since it started.
+    pub lease_reads_served: u64,
 }
 
 type Reply<O> = oneshot::Sender<Result<O, ClientError>>;
@@ -664,6 +668,8 @@ fn status_of(core: &RaftCore) -> Status {
         snapshot_last_index: core.snapshot_index(),
         snapshot_in_progress: false,
         snapshot_bytes_sent: 0,
+        lease_reads: core.config().lease_reads,
+        lease_reads_served: core.lease_reads_served(),
         last_contact_ms: core
             .peer_contact_ticks()
             .into_iter()

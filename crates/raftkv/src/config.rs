@@ -47,6 +47,7 @@ pub struct FileSettings {
     pub max_value_bytes: Option<usize>,
     pub snapshot_entries: Option<u64>,
     pub snapshots_keep: Option<usize>,
+    pub lease_reads: Option<bool>,
 }
 
 impl FileSettings {
@@ -78,6 +79,7 @@ impl FileSettings {
             max_value_bytes: self.max_value_bytes.or(file.max_value_bytes),
             snapshot_entries: self.snapshot_entries.or(file.snapshot_entries),
             snapshots_keep: self.snapshots_keep.or(file.snapshots_keep),
+            lease_reads: self.lease_reads.or(file.lease_reads),
         }
     }
 }
@@ -191,6 +193,7 @@ impl ServerConfig {
             election_timeout_max: Duration::from_millis(emax),
             snapshot_after_entries: s.snapshot_entries.unwrap_or(100_000),
             snapshots_to_keep: s.snapshots_keep.unwrap_or(2),
+            lease_reads: s.lease_reads.unwrap_or(false),
             ..RaftConfig::default()
         };
         raft.validate()

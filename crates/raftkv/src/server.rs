@@ -489,7 +489,7 @@ pub fn role_name(state: RaftState) -> &'static str {
 /// The `# Raft` section of INFO, one `field:value` per line.
 pub fn raft_section(s: &Status) -> String {
     format!(
-        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\n",
+        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\nread_mode:{}\r\nlease_reads_served:{}\r\n",
         s.id,
         role_name(s.state),
         s.term,
@@ -501,6 +501,8 @@ pub fn raft_section(s: &Status) -> String {
         s.snapshot_last_index,
         u8::from(s.snapshot_in_progress),
         s.snapshot_bytes_sent,
+        if s.lease_reads { "lease" } else { "read-index" },
+        s.lease_reads_served,
     )
 }
 

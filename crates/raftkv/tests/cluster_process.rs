@@ -246,6 +246,50 @@ fn reads_and_writes_work_through_the_leader_and_through_followers() {
 // 2. SET ... IFEQ.
 
 #[test]
+fn with_lease_reads_gets_are_served_from_the_lease_and_survive_a_leader_crash() {
+    let mut c = Cluster::start_with(
+        3,
+        Opts {
+            extra: vec!["--lease-reads".into()],
+            ..Opts::default()
+        },
+    );
+    let leader = c.wait_for_leader(secs(5));
+    let info = c.info(leader).expect("RAFT.INFO from the leader");
+    assert_eq!(
+        info.fields.get("read_mode").map(String::as_str),
+        Some("lease")
+    );
+    let mut con = c.redis(leader);
+    for i in 0..20 {
+        let _: String = q(&mut con, &["SET", &format!("l{i}"), &i.to_string()]);
+        let got: Option<String> = q(&mut con, &["GET", &format!("l{i}")]);
+        assert_eq!(got, Some(i.to_string()));
+    }
+    let served = c.info(leader).expect("RAFT.INFO").num("lease_reads_served");
+    assert!(served > 0, "GETs were answered from the lease");
+
+    // kill -9 the leader: the survivors elect a new one (after the old
+    // lease ran out), and reads through it see every acknowledged write.
+    c.kill9(leader);
+    let new_leader = c.wait_for_leader(secs(10));
+    assert_ne!(new_leader, leader);
+    let mut con = c.redis(new_leader);
+    let _: String = q(&mut con, &["SET", "after", "crash"]);
+    for i in 0..20 {
+        let got: Option<String> = q(&mut con, &["GET", &format!("l{i}")]);
+        assert_eq!(got, Some(i.to_string()));
+    }
+    c.spawn(leader);
+    let follower_read = wait_until(secs(10), "the restarted node forwards a GET", || {
+        let mut con = redis_conn(c.nodes[leader].client_port).ok()?;
+        let got: Option<String> = redis::cmd("GET").arg("after").query(&mut con).ok()?;
+        got
+    });
+    assert_eq!(follower_read, "crash");
+}
+
+#[test]
 fn conditional_set_semantics() {
     let c = Cluster::start();
     let leader = c.wait_for_leader(secs(5));

@@ -58,6 +58,9 @@ pub struct SimArgs {
     /// Fix the maximum entries per AppendEntries (default: drawn from the seed).
     #[arg(long)]
     pub max_batch: Option<usize>,
+    /// Serve reads from leader leases (thesis §6.4.1; forces check-quorum on).
+    #[arg(long)]
+    pub lease_reads: bool,
     /// With snapshots: take one every N applied entries (default: drawn).
     #[arg(long)]
     pub snapshot_every: Option<u64>,
@@ -90,6 +93,7 @@ impl SimArgs {
             pre_vote: self.pre_vote,
             check_quorum: self.check_quorum,
             max_entries_per_append: self.max_batch,
+            lease_reads: self.lease_reads,
             snapshot_every: self.snapshot_every,
             snapshot_chunk: self.snapshot_chunk,
             ..SimOptions::default()

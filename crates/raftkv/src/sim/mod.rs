@@ -65,6 +65,8 @@ pub struct SimOptions {
     pub pre_vote: Option<bool>,
     pub check_quorum: Option<bool>,
     pub max_entries_per_append: Option<usize>,
+    /// Thesis §6.4.1 lease reads (with check-quorum); off unless given.
+    pub lease_reads: bool,
     /// With snapshots on: take one every this many applied entries.
     pub snapshot_every: Option<u64>,
     /// With snapshots on: bytes per InstallSnapshot chunk.
@@ -87,6 +89,7 @@ impl Default for SimOptions {
             pre_vote: None,
             check_quorum: None,
             max_entries_per_append: None,
+            lease_reads: false,
             snapshot_every: None,
             snapshot_chunk: None,
         }
@@ -115,6 +118,9 @@ impl SimOptions {
         }
         if let Some(n) = self.max_entries_per_append {
             cmd.push_str(&format!(" --max-batch {n}"));
+        }
+        if self.lease_reads {
+            cmd.push_str(" --lease-reads");
         }
         if let Some(n) = self.snapshot_every {
             cmd.push_str(&format!(" --snapshot-every {n}"));
@@ -146,6 +152,8 @@ pub struct SimStats {
     pub ops_ok: u64,
     pub ops_failed: u64,
     pub ops_unknown: u64,
+    /// Reads a leader answered from its lease (thesis §6.4.1).
+    pub lease_reads: u64,
     /// Keys whose history the checker could not decide within its budget.
     pub lin_inconclusive_keys: usize,
     /// Virtual ms from the heal to a converged cluster.
@@ -208,6 +216,9 @@ impl SimOutcome {
             "stats: {} steps, {} virtual ms, {} elections, {} crashes ({} power losses), {} partitions, ops {} ok / {} failed / {} unknown\n",
             s.steps, s.virtual_ms, s.elections, s.crashes, s.power_losses, s.partitions, s.ops_ok, s.ops_failed, s.ops_unknown
         ));
+        if self.options.lease_reads {
+            out.push_str(&format!("lease reads: {}\n", s.lease_reads));
+        }
         if self.options.faults.snapshot {
             out.push_str(&format!(
                 "snapshots: {} taken ({} lost to crashes), {} compactions, {} transfers ({} chunks, {} failed), {} installed, {} crashes at snapshot crash points, {} AppendEntries below a snapshot\n",
