@@ -191,9 +191,10 @@ impl RaftConfig {
     /// A follower that hears from the leader refuses to vote for anyone else
     /// for a minimum election timeout of *its* clock, of which at least
     /// `election_ticks_min - 1` whole ticks remain (its next tick may come
-    /// right after the message). If its clock runs slow by the drift `d` and
-    /// the leader's fast by `d`, that is `(min - 1) · (1 - d) / (1 + d)` of
-    /// the leader's ticks, rounded down.
+    /// right after the message). If its clock runs fast by the drift `d`
+    /// (its timeout ends early) and the leader's slow by `d` (the leader
+    /// counts time late), that is `(min - 1) · (1 - d) / (1 + d)` of the
+    /// leader's ticks, rounded down.
     pub fn lease_ticks(&self) -> u64 {
         let d = self.lease_clock_drift_percent.min(50);
         self.election_ticks_min().saturating_sub(1) * (100 - d) / (100 + d)
