@@ -29,8 +29,7 @@ fn vote_by_value(voter: &RaftLog, args: RequestVoteArgs) -> bool {
 }
 
 /// Borrows `args` (`&`): it only reads it, and the caller keeps it. This is
-/// the shape of the real handlers (`RaftLog::is_up_to_date(&self, ..)`,
-/// `RaftLog::append_from_leader(&mut self, entries: &[LogEntry])`).
+/// the shape of the real handlers (`RaftLog::is_up_to_date(&self, ..)`).
 fn vote_by_ref(voter: &RaftLog, args: &RequestVoteArgs) -> bool {
     voter.is_up_to_date(args.last_log_index, args.last_log_term)
 }
@@ -91,14 +90,17 @@ pub fn narrate(out: &mut String) -> Res<()> {
         follower.len(),
         entries.len()
     )?;
-    // The real follower does better: `append_from_leader` borrows the slice
-    // and copies only the entries it does not have yet.
+    // The real follower does better: the AppendEntries it received is its
+    // own and is dropped right after, so `append_from_leader` takes the Vec
+    // by value and *moves* the entries it does not have yet into its log. (We
+    // clone here only because this example keeps using `entries`: the
+    // network made the follower's copy in the real thing.)
     let mut real = RaftLog::new(vec![entry(2, 1, "SET x 1")]);
     let had = real.last_index();
-    let last = real.append_from_leader(&entries);
+    let last = real.append_from_leader(entries.clone());
     writeln!(
         out,
-        "RaftLog::append_from_leader(&entries): had {had}, copied {}, leader still has {}",
+        "RaftLog::append_from_leader(entries): had {had}, moved in {}, leader still has {}",
         last - had,
         entries.len()
     )?;

@@ -1038,7 +1038,7 @@ impl RaftCore {
                 if self.bugs.truncate_on_stale_append {
                     self.log.truncate_after_for_bug(a.prev_log_index);
                 }
-                self.log.append_from_leader(&a.entries);
+                self.log.append_from_leader(a.entries);
                 self.persisted_index = self.persisted_index.min(self.log.unstable_from() - 1);
                 // Figure 2: "If leaderCommit > commitIndex, set commitIndex =
                 // min(leaderCommit, index of last new entry)".
@@ -1166,10 +1166,8 @@ impl RaftCore {
         if !self.send_appends(from) {
             // Let a follower that has caught up learn the commit index now
             // rather than at the next heartbeat.
-            if let Some(p) = self.progress.get(&from) {
-                if p.commit_told < self.commit_index.min(p.match_index) {
-                    self.send_heartbeat(from);
-                }
+            if self.commit_untold(from) {
+                self.send_heartbeat(from);
             }
         }
     }
@@ -1401,11 +1399,23 @@ impl RaftCore {
             let peers: Vec<NodeId> = self.peers().collect();
             for peer in peers {
                 let sent = self.send_appends(peer);
-                if !sent {
+                // With nothing to append, a heartbeat is still needed for a
+                // new read round, or to tell a new commit index; not when
+                // this follower already heard it (a reply may have just
+                // triggered a commit notice: see `handle_append_reply`).
+                if !sent && (new_round || self.commit_untold(peer)) {
                     self.send_heartbeat(peer);
                 }
             }
         }
+    }
+
+    /// Whether `peer` holds entries that are committed without having been
+    /// told so.
+    fn commit_untold(&self, peer: NodeId) -> bool {
+        self.progress
+            .get(&peer)
+            .is_some_and(|p| p.commit_told < self.commit_index.min(p.match_index))
     }
 
     /// Returns what the driver must do now (see [`Ready`] for the order).

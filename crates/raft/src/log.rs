@@ -109,23 +109,27 @@ impl RaftLog {
     /// entries that match ("If an existing entry conflicts with a new one
     /// (same index but different terms), delete the existing entry and all
     /// that follow it"). Returns the index of the last entry in `entries`.
-    pub fn append_from_leader(&mut self, entries: &[LogEntry]) -> LogIndex {
-        for (pos, entry) in entries.iter().enumerate() {
+    /// (It takes the entries by value: they move from the message into the
+    /// log without a copy.)
+    pub fn append_from_leader(&mut self, mut entries: Vec<LogEntry>) -> LogIndex {
+        let last = entries.last().map_or(0, |e| e.index);
+        for pos in 0..entries.len() {
+            let entry = &entries[pos];
             match self.term(entry.index) {
                 Some(t) if t == entry.term => continue,
                 Some(_) => {
                     // The first conflict: cut here and take the rest.
                     self.truncate_from(entry.index);
-                    self.entries.extend_from_slice(&entries[pos..]);
+                    self.entries.extend(entries.drain(pos..));
                     break;
                 }
                 None => {
-                    self.entries.extend_from_slice(&entries[pos..]);
+                    self.entries.extend(entries.drain(pos..));
                     break;
                 }
             }
         }
-        entries.last().map_or(0, |e| e.index)
+        last
     }
 
     /// The first index not yet handed out for persistence.

@@ -299,8 +299,9 @@ impl<T: Transport> RaftNode<T> {
     pub fn process_ready(&mut self) -> Result<Output, StorageError> {
         let mut out = Output::default();
         while self.core.has_ready() {
-            let rd: Ready = self.core.ready();
-            for m in rd.messages.iter().cloned() {
+            let mut rd: Ready = self.core.ready();
+            // Moved out, not cloned: `advance` below does not look at them.
+            for m in std::mem::take(&mut rd.messages) {
                 self.send(m);
             }
             for Event::StateChanged {

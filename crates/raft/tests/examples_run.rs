@@ -279,7 +279,7 @@ fn ownership_shows_borrow_versus_clone_and_arc() {
             "args still usable: candidate 1",
             // iterating by reference keeps the leader's Vec
             "borrowed and cloned each: follower has 3, leader still has 3",
-            "RaftLog::append_from_leader(&entries): had 1, copied 2, leader still has 3",
+            "RaftLog::append_from_leader(entries): had 1, moved in 2, leader still has 3",
             "moved every entry: 3 entries, 0 clones",
             // Arc: three owners while two tasks hold a clone, one afterwards
             "owners once each task has its clone: 3",

@@ -422,3 +422,30 @@ fn a_follower_that_lost_acknowledged_entries_is_probed_again_from_its_end() {
         "probing from the follower's (empty) log"
     );
 }
+
+#[test]
+fn each_follower_is_told_a_new_commit_index_once() {
+    // A reply that commits entries makes the leader tell the followers at
+    // once (they apply sooner); the follower whose reply did it must not
+    // get the same notice twice in one Ready.
+    let mut cl = Cluster::new(3, config(true, true));
+    cl.elect(1);
+    cl.delivered.clear();
+    let (index, _) = cl.propose(1, b"x");
+    cl.deliver();
+    assert_eq!(cl.core(1).commit_index(), index);
+    for to in [2, 3] {
+        let notices = cl
+            .delivered
+            .iter()
+            .filter(|m| {
+                m.from == 1
+                    && m.to == to
+                    && matches!(&m.rpc, Rpc::AppendEntries(a)
+                        if a.entries.is_empty() && a.leader_commit == index)
+            })
+            .count();
+        assert_eq!(notices, 1, "commit notices to node {to}");
+        assert_eq!(cl.core(to).commit_index(), index);
+    }
+}
