@@ -554,6 +554,25 @@ impl RaftCore {
         rounds.get(self.quorum() - 1).copied()
     }
 
+    /// Reads wait for a round, and none is in flight: at most one ReadIndex
+    /// round is outstanding, and every read that arrives meanwhile shares
+    /// the next one (batching by design: under load, a round per round
+    /// trip, not a round per loop turn). A lost round is re-sent by the next
+    /// heartbeat, which carries the same round number.
+    fn read_round_can_start(&self) -> bool {
+        self.read_round_needed && !self.read_round_in_flight()
+    }
+
+    /// The newest round has not yet been echoed by a majority.
+    fn read_round_in_flight(&self) -> bool {
+        let echoed = 1 + self
+            .progress
+            .values()
+            .filter(|p| p.read_round >= self.read_round)
+            .count();
+        echoed < self.quorum()
+    }
+
     fn start_read_round(&mut self) {
         self.read_round += 1;
         if self.config.lease_reads {
@@ -1389,7 +1408,7 @@ impl RaftCore {
             self.need_broadcast = false;
             return;
         }
-        let new_round = self.read_round_needed;
+        let new_round = self.read_round_can_start();
         if new_round {
             self.start_read_round();
             self.read_round_needed = false;
@@ -1482,7 +1501,8 @@ impl RaftCore {
             || !self.events.is_empty()
             || !self.snapshots_to_send.is_empty()
             || self.commit_index > self.applied_index
-            || (self.state == RaftState::Leader && (self.need_broadcast || self.read_round_needed))
+            || (self.state == RaftState::Leader
+                && (self.need_broadcast || self.read_round_can_start()))
             || (self.state, self.term, self.leader_id) != self.last_soft_state
     }
 
