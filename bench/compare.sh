@@ -20,7 +20,7 @@ DURATION=10s
 WARMUP=2s
 WORK=/tmp/raftkv-compare
 CLIENTS="1 16 64 256"
-SYSTEMS="etcd raftkv redis"
+SYSTEMS="etcd raftkv raftkvlease redis"
 WORKLOADS="set get"
 KEYS=10000
 VALUE_SIZE=100
@@ -37,7 +37,8 @@ usage: bench/compare.sh [options]
   --duration D        measured time per load (e.g. 10s)
   --warmup D          warm-up per load (e.g. 2s)
   --clients "LIST"    client counts (default: "$CLIENTS")
-  --systems "LIST"    any of: etcd raftkv redis (default: all)
+  --systems "LIST"    any of: etcd raftkv raftkvlease redis (default: all;
+                      raftkvlease is raftkv with --lease-reads, get loads only)
   --dir DIR           data, logs and raw results (default: $WORK; wiped per system)
   --keys N            key space (default: $KEYS)
   --value-size N      value size in bytes (default: $VALUE_SIZE)
@@ -189,8 +190,12 @@ start_etcd() {
         die "etcd did not come up; see $dir/*.log"
 }
 
+start_raftkvlease() {
+    RAFTKV_FLAGS=--lease-reads start_raftkv raftkvlease
+}
+
 start_raftkv() {
-    local dir=$WORK/raftkv cluster="" i
+    local dir=$WORK/${1:-raftkv} cluster="" i
     rm -rf "$dir"
     mkdir -p "$dir"
     for i in 1 2 3; do
@@ -201,7 +206,7 @@ start_raftkv() {
         local c=$((RAFTKV_BASE + i - 1))
         "$RAFTKV" server --id "$i" --cluster "$cluster" --data-dir "$dir/node$i" \
             --client-addr "127.0.0.1:$c" --http-addr "127.0.0.1:$((RAFTKV_BASE + 200 + i - 1))" \
-            >"$dir/node$i.log" 2>&1 &
+            ${RAFTKV_FLAGS:-} >"$dir/node$i.log" 2>&1 &
         PIDS+=($!)
         ADDRS+="${ADDRS:+,}127.0.0.1:$c"
     done
@@ -290,12 +295,14 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "load average before the run: $LOAD_BEFORE"
 STARTED=$SECONDS
 for sys in $SYSTEMS; do
-    case "$sys" in etcd | raftkv | redis) ;; *) die "unknown system $sys" ;; esac
+    case "$sys" in etcd | raftkv | raftkvlease | redis) ;; *) die "unknown system $sys" ;; esac
     log "starting $sys"
     "start_$sys"
     log "$sys up (pids $SERVER_PIDS); preloading $KEYS keys"
     bench "$sys" fill 64 --duration 120s
     for wl in $WORKLOADS; do
+        # Lease reads change reads only: writes are raftkv's own row.
+        [ "$sys" = raftkvlease ] && [ "$wl" != get ] && continue
         for c in $CLIENTS; do
             bench "$sys" "$wl" "$c" --duration "$DURATION" --warmup "$WARMUP"
         done
@@ -347,6 +354,7 @@ label() {
     case "$1" in
         etcd) echo "etcd" ;;
         raftkv) echo "**raftkv**" ;;
+        raftkvlease) echo "**raftkv** (lease reads)" ;;
         redis) echo "redis" ;;
     esac
 }

@@ -23,6 +23,10 @@ pub struct UpArgs {
     /// Node i serves clients on BASE+i-1, peers on BASE+100+i-1, HTTP on BASE+200+i-1.
     #[arg(long, default_value_t = 7379)]
     pub base_port: u16,
+    /// Start every node with --lease-reads (thesis §6.4.1; see
+    /// `raftkv server --help`).
+    #[arg(long)]
+    pub lease_reads: bool,
 }
 
 fn up_error(msg: String) -> RunError {
@@ -61,8 +65,13 @@ pub async fn run(
             .map_err(|e| up_error(format!("cannot create {}: {e}", log_path.display())))?;
         // The same command line, saved so an operator can restart the node
         // by hand after killing it (`sh DIR/nodeN.cmd`).
+        let lease = if args.lease_reads {
+            " --lease-reads"
+        } else {
+            ""
+        };
         let cmdline = format!(
-            "{} server --id {i} --cluster {cluster} --data-dir {} --client-addr 127.0.0.1:{} --http-addr 127.0.0.1:{}\n",
+            "{} server --id {i} --cluster {cluster} --data-dir {} --client-addr 127.0.0.1:{} --http-addr 127.0.0.1:{}{lease}\n",
             exe.display(),
             dir.join(format!("node{i}")).display(),
             port(0, i),
@@ -77,6 +86,7 @@ pub async fn run(
             .arg(dir.join(format!("node{i}")))
             .args(["--client-addr", &format!("127.0.0.1:{}", port(0, i))])
             .args(["--http-addr", &format!("127.0.0.1:{}", port(200, i))])
+            .args(args.lease_reads.then_some("--lease-reads"))
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
