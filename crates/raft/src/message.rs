@@ -73,6 +73,7 @@ pub struct InstallSnapshotArgs {
     pub last_included_term: Term,
     /// Byte offset of `data` in the snapshot file.
     pub offset: u64,
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     /// Total size of the snapshot file in bytes.
     pub total_size: u64,

@@ -86,7 +86,10 @@ pub struct LogEntry {
     pub term: Term,
     pub index: LogIndex,
     pub kind: EntryKind,
-    /// The command bytes; empty for a no-op.
+    /// The command bytes; empty for a no-op. (`serde_bytes`: encoded and
+    /// decoded as one byte string, not byte by byte; the bytes on the wire
+    /// are the same.)
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
 }
 

@@ -16,20 +16,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvCommand {
     Set {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
     /// Valkey's `SET key value IFEQ expected`: set only if the current value
     /// equals `expected` (a compare-and-set).
     SetIfEq {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         value: Vec<u8>,
+        #[serde(with = "serde_bytes")]
         expected: Vec<u8>,
     },
     Del {
         keys: Vec<Vec<u8>>,
     },
     IncrBy {
+        #[serde(with = "serde_bytes")]
         key: Vec<u8>,
         by: i64,
     },
@@ -41,9 +47,16 @@ pub enum KvCommand {
 /// A read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KvQuery {
-    Get { key: Vec<u8> },
-    MGet { keys: Vec<Vec<u8>> },
-    Exists { keys: Vec<Vec<u8>> },
+    Get {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    MGet {
+        keys: Vec<Vec<u8>>,
+    },
+    Exists {
+        keys: Vec<Vec<u8>>,
+    },
     DbSize,
 }
 
@@ -54,7 +67,7 @@ pub enum KvOutput {
     /// No value (GET of a missing key, a failed IFEQ).
     Nil,
     Integer(i64),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
     Values(Vec<Option<Vec<u8>>>),
     /// A command-level error (the state is unchanged), e.g. INCR of a string.
     Error(String),
@@ -283,6 +296,29 @@ mod tests {
 
     fn b(s: &str) -> Vec<u8> {
         s.as_bytes().to_vec()
+    }
+
+    /// Log entries written before `serde_bytes` was used must still decode:
+    /// postcard writes a byte string and a sequence of `u8` the same way
+    /// (a varint length, then the bytes).
+    #[test]
+    fn byte_fields_encode_as_they_did_before_serde_bytes() {
+        #[derive(Serialize)]
+        enum Before {
+            Set { key: Vec<u8>, value: Vec<u8> },
+        }
+        let value = vec![7u8; 300];
+        let old = postcard::to_allocvec(&Before::Set {
+            key: b("key:1"),
+            value: value.clone(),
+        })
+        .expect("encodes");
+        let cmd = KvCommand::Set {
+            key: b("key:1"),
+            value,
+        };
+        assert_eq!(encode_command(&cmd), old);
+        assert_eq!(postcard::from_bytes::<KvCommand>(&old).ok(), Some(cmd));
     }
 
     #[test]
