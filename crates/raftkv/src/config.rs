@@ -152,6 +152,16 @@ fn parse_range(s: &str) -> Result<(u64, u64), ConfigError> {
     Ok((a, b))
 }
 
+/// AppendEntries in flight to one follower. With the log written on a
+/// background thread, the leader's loop no longer waits for its own fsync;
+/// a small window is then what makes proposals pile up into large batches
+/// while earlier ones are acknowledged (batching by design): fewer, larger
+/// messages and fsyncs. Measured on loopback, 3 nodes, 64 writers: window 64
+/// 26,514 SET/s, window 1-4 36,700-37,900 SET/s at about 40 % less CPU per
+/// write (docs/benchmarks.md). Four keeps a steady stream to a follower
+/// whose round trip is a few fsyncs long.
+pub const MAX_INFLIGHT_APPENDS: usize = 4;
+
 impl ServerConfig {
     /// Validates merged settings. `cluster` may be absent when the data dir
     /// already holds the membership; the caller passes what it found there.
@@ -194,6 +204,7 @@ impl ServerConfig {
             snapshot_after_entries: s.snapshot_entries.unwrap_or(100_000),
             snapshots_to_keep: s.snapshots_keep.unwrap_or(2),
             lease_reads: s.lease_reads.unwrap_or(false),
+            max_inflight_appends: MAX_INFLIGHT_APPENDS,
             ..RaftConfig::default()
         };
         raft.validate()
