@@ -56,5 +56,8 @@ pub mod ch12_simulation {}
 #[doc = include_str!("../../../docs/13-learning-with-an-ai-assistant.md")]
 pub mod ch13_learning_with_an_ai_assistant {}
 
+#[doc = include_str!("../../../docs/benchmarks.md")]
+pub mod benchmarks {}
+
 #[doc = include_str!("../../../docs/journey.md")]
 pub mod journey {}
