@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{config, Cluster};
+use common::{config, request_vote, Cluster};
 use raft::{
     AppendEntriesArgs, AppendEntriesReply, HardState, MemoryStorage, Message, RaftConfig, RaftCore,
-    RaftState, RecoveredState, RequestVoteArgs, RequestVoteReply, Rpc, Storage,
+    RaftState, RecoveredState, RequestVoteReply, Rpc, Storage,
 };
 
 fn core(id: u64, term: u64) -> RaftCore {
@@ -18,20 +18,6 @@ fn core(id: u64, term: u64) -> RaftCore {
         entries: vec![],
     };
     RaftCore::new(id, &[1, 2, 3], config(false, false), recovered, id).expect("valid core")
-}
-
-fn vote_request(term: u64, from: u64) -> Message {
-    Message {
-        from,
-        to: 1,
-        rpc: Rpc::RequestVote(RequestVoteArgs {
-            term,
-            candidate_id: from,
-            last_log_index: 0,
-            last_log_term: 0,
-            pre_vote: false,
-        }),
-    }
 }
 
 #[test]
@@ -115,7 +101,7 @@ fn an_append_entries_reply_with_a_higher_term_makes_a_leader_step_down() {
 #[test]
 fn a_request_with_a_stale_term_is_rejected_with_the_current_term() {
     let mut c = core(1, 5);
-    c.step(vote_request(3, 2));
+    c.step(request_vote(2, 1, 3, 0, 0));
     let rd = c.ready();
     assert_eq!(c.term(), 5);
     assert_eq!(rd.persisted_messages.len(), 1);
@@ -162,7 +148,7 @@ fn a_stale_append_entries_is_rejected_so_the_old_leader_learns_the_term() {
 #[test]
 fn the_term_never_decreases_and_is_persisted_before_any_reply() {
     let mut c = core(1, 2);
-    c.step(vote_request(7, 2));
+    c.step(request_vote(2, 1, 7, 0, 0));
     let rd = c.ready();
     assert_eq!(
         rd.hard_state.map(|h| h.term),
@@ -176,7 +162,7 @@ fn the_term_never_decreases_and_is_persisted_before_any_reply() {
         .persist(rd.hard_state.as_ref(), &rd.entries)
         .expect("persist");
     c.advance(&rd);
-    c.step(vote_request(3, 3));
+    c.step(request_vote(3, 1, 3, 0, 0));
     assert_eq!(c.term(), 7);
 }
 

@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::{config, Cluster};
+use common::{config, request_vote, vote_granted, Cluster};
 use raft::{
     AppendEntriesArgs, EntryKind, HardState, Message, RaftCore, RaftState, RecoveredState,
-    RequestVoteArgs, RequestVoteReply, Rpc,
+    RequestVoteReply, Rpc,
 };
 
 fn core_with(id: u64, hs: HardState) -> RaftCore {
@@ -15,28 +15,6 @@ fn core_with(id: u64, hs: HardState) -> RaftCore {
         entries: vec![],
     };
     RaftCore::new(id, &[1, 2, 3], config(false, false), recovered, id).expect("valid core")
-}
-
-fn vote(term: u64, from: u64, to: u64) -> Message {
-    Message {
-        from,
-        to,
-        rpc: Rpc::RequestVote(RequestVoteArgs {
-            term,
-            candidate_id: from,
-            last_log_index: 0,
-            last_log_term: 0,
-            pre_vote: false,
-        }),
-    }
-}
-
-fn granted(c: &mut RaftCore) -> bool {
-    let rd = c.ready();
-    match rd.persisted_messages.last().map(|m| &m.rpc) {
-        Some(Rpc::RequestVoteReply(r)) => r.vote_granted,
-        other => panic!("expected a vote reply, got {other:?}"),
-    }
 }
 
 #[test]
@@ -106,16 +84,19 @@ fn a_candidate_increments_its_term_votes_for_itself_and_asks_everyone() {
 #[test]
 fn a_server_votes_for_at_most_one_candidate_per_term() {
     let mut c = core_with(1, HardState::default());
-    c.step(vote(1, 2, 1));
-    assert!(granted(&mut c), "first candidate of the term gets the vote");
-    c.step(vote(1, 3, 1));
+    c.step(request_vote(2, 1, 1, 0, 0));
     assert!(
-        !granted(&mut c),
+        vote_granted(&mut c),
+        "first candidate of the term gets the vote"
+    );
+    c.step(request_vote(3, 1, 1, 0, 0));
+    assert!(
+        !vote_granted(&mut c),
         "a second candidate in the same term is refused"
     );
-    c.step(vote(1, 2, 1));
+    c.step(request_vote(2, 1, 1, 0, 0));
     assert!(
-        granted(&mut c),
+        vote_granted(&mut c),
         "the same candidate asking again is granted again"
     );
     assert_eq!(c.voted_for(), Some(2));
@@ -130,8 +111,8 @@ fn a_vote_is_granted_again_in_a_later_term() {
             voted_for: Some(2),
         },
     );
-    c.step(vote(2, 3, 1));
-    assert!(granted(&mut c));
+    c.step(request_vote(3, 1, 2, 0, 0));
+    assert!(vote_granted(&mut c));
     assert_eq!(c.voted_for(), Some(3));
     assert_eq!(c.term(), 2);
 }
@@ -249,8 +230,8 @@ fn granting_a_vote_resets_the_election_timer() {
     for _ in 0..min - 1 {
         c.tick();
     }
-    c.step(vote(1, 2, 1));
-    assert!(granted(&mut c));
+    c.step(request_vote(2, 1, 1, 0, 0));
+    assert!(vote_granted(&mut c));
     for _ in 0..min - 1 {
         c.tick();
     }

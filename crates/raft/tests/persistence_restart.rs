@@ -3,22 +3,8 @@
 
 mod common;
 
-use common::{config, Cluster};
-use raft::{BugSwitches, Message, RaftState, RequestVoteArgs, Rpc};
-
-fn vote_request(term: u64, from: u64, to: u64) -> Message {
-    Message {
-        from,
-        to,
-        rpc: Rpc::RequestVote(RequestVoteArgs {
-            term,
-            candidate_id: from,
-            last_log_index: 10,
-            last_log_term: 10,
-            pre_vote: false,
-        }),
-    }
-}
+use common::{config, grants_vote, request_vote, Cluster};
+use raft::{BugSwitches, RaftState, Rpc};
 
 fn granted(cl: &mut Cluster, id: u64) -> bool {
     let rd = cl.core_mut(id).ready();
@@ -26,10 +12,7 @@ fn granted(cl: &mut Cluster, id: u64) -> bool {
         .get_mut(&id)
         .map(|d| raft::Storage::persist(d, rd.hard_state.as_ref(), &rd.entries));
     cl.core_mut(id).advance(&rd);
-    match rd.persisted_messages.last().map(|m| &m.rpc) {
-        Some(Rpc::RequestVoteReply(r)) => r.vote_granted,
-        other => panic!("expected a vote reply, got {other:?}"),
-    }
+    grants_vote(&rd)
 }
 
 #[test]
@@ -104,11 +87,11 @@ fn a_former_leader_must_win_a_new_election_after_restart() {
 #[test]
 fn crash_after_granting_a_vote_then_restart_in_the_same_term_gives_no_second_vote() {
     let mut cl = Cluster::new(3, config(false, false));
-    cl.core_mut(1).step(vote_request(5, 2, 1));
+    cl.core_mut(1).step(request_vote(2, 1, 5, 10, 10));
     assert!(granted(&mut cl, 1));
     cl.crash(1);
     cl.restart(1);
-    cl.core_mut(1).step(vote_request(5, 3, 1));
+    cl.core_mut(1).step(request_vote(3, 1, 5, 10, 10));
     assert!(
         !granted(&mut cl, 1),
         "the vote for node 2 in term 5 was durable"
@@ -124,11 +107,11 @@ fn forgetting_to_persist_the_vote_allows_a_second_vote_in_the_same_term() {
         ..BugSwitches::default()
     };
     cl.core_mut(1).set_bug_switches(bugs);
-    cl.core_mut(1).step(vote_request(5, 2, 1));
+    cl.core_mut(1).step(request_vote(2, 1, 5, 10, 10));
     assert!(granted(&mut cl, 1));
     cl.crash(1);
     cl.restart(1);
-    cl.core_mut(1).step(vote_request(5, 3, 1));
+    cl.core_mut(1).step(request_vote(3, 1, 5, 10, 10));
     assert!(granted(&mut cl, 1), "a double vote in term 5");
 }
 

@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::Cluster;
+use common::{request_vote, vote_granted, Cluster};
 use raft::{
     BugSwitches, ConfigError, HardState, Message, NodeId, RaftConfig, RaftCore, RaftState,
-    ReadState, RecoveredState, RequestVoteArgs, Rpc,
+    ReadState, RecoveredState, Rpc,
 };
 
 fn lease_config() -> RaftConfig {
@@ -44,28 +44,6 @@ fn settle(cl: &mut Cluster) -> NodeId {
 
 fn others(cl: &Cluster, leader: NodeId) -> Vec<NodeId> {
     cl.ids.iter().copied().filter(|&i| i != leader).collect()
-}
-
-fn vote_request(from: NodeId, to: NodeId, term: u64) -> Message {
-    Message {
-        from,
-        to,
-        rpc: Rpc::RequestVote(RequestVoteArgs {
-            term,
-            candidate_id: from,
-            last_log_index: 100,
-            last_log_term: term - 1,
-            pre_vote: false,
-        }),
-    }
-}
-
-fn vote_granted(core: &mut RaftCore) -> bool {
-    let rd = core.ready();
-    match rd.persisted_messages.last().map(|m| &m.rpc) {
-        Some(Rpc::RequestVoteReply(r)) => r.vote_granted,
-        other => panic!("expected a vote reply, got {other:?}"),
-    }
 }
 
 #[test]
@@ -226,7 +204,7 @@ fn a_follower_in_a_leaders_lease_refuses_to_vote() {
         unreachable!("three nodes")
     };
     let term = cl.core(a).term();
-    cl.core_mut(a).step(vote_request(b, a, term + 1));
+    cl.core_mut(a).step(request_vote(b, a, term + 1, 100, term));
     assert!(!vote_granted(cl.core_mut(a)));
     assert_eq!(cl.core(a).term(), term);
 }
@@ -249,7 +227,7 @@ fn a_restarted_server_does_not_vote_for_a_minimum_election_timeout() {
     let config = lease_config();
     let min = config.election_ticks_min();
     let mut core = fresh_core(config);
-    core.step(vote_request(2, 1, 6));
+    core.step(request_vote(2, 1, 6, 100, 5));
     assert!(!vote_granted(&mut core), "refused right after the restart");
     assert_eq!(core.term(), 5, "and the term is not raised");
     // Keep it from campaigning itself: a leader of term 5 is heard from
@@ -257,11 +235,11 @@ fn a_restarted_server_does_not_vote_for_a_minimum_election_timeout() {
     for _ in 0..min - 1 {
         core.tick();
     }
-    core.step(vote_request(2, 1, 6));
+    core.step(request_vote(2, 1, 6, 100, 5));
     assert!(!vote_granted(&mut core), "still refused before the timeout");
     core.tick();
     // (A higher term still, in case its own timer fired on this tick.)
-    core.step(vote_request(2, 1, 7));
+    core.step(request_vote(2, 1, 7, 100, 6));
     assert!(
         vote_granted(&mut core),
         "granted once the timeout has passed"
@@ -271,7 +249,7 @@ fn a_restarted_server_does_not_vote_for_a_minimum_election_timeout() {
 #[test]
 fn without_lease_reads_a_restarted_server_votes_at_once() {
     let mut core = fresh_core(RaftConfig::default());
-    core.step(vote_request(2, 1, 6));
+    core.step(request_vote(2, 1, 6, 100, 5));
     assert!(vote_granted(&mut core));
     assert_eq!(core.state(), RaftState::Follower);
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use raft::{
     LogEntry, LogIndex, MemoryStorage, Message, NodeId, RaftConfig, RaftCore, RaftState, ReadState,
-    Storage, Term,
+    Ready, RequestVoteArgs, Rpc, Storage, Term,
 };
 
 pub fn config(pre_vote: bool, check_quorum: bool) -> RaftConfig {
@@ -19,6 +19,41 @@ pub fn config(pre_vote: bool, check_quorum: bool) -> RaftConfig {
         check_quorum,
         ..RaftConfig::default()
     }
+}
+
+/// A RequestVote from candidate `from` to `to` for `term`, whose log ends
+/// at (`last_log_index`, `last_log_term`).
+pub fn request_vote(
+    from: NodeId,
+    to: NodeId,
+    term: Term,
+    last_log_index: LogIndex,
+    last_log_term: Term,
+) -> Message {
+    Message {
+        from,
+        to,
+        rpc: Rpc::RequestVote(RequestVoteArgs {
+            term,
+            candidate_id: from,
+            last_log_index,
+            last_log_term,
+            pre_vote: false,
+        }),
+    }
+}
+
+/// Whether `rd` answers the vote request just stepped with a grant.
+pub fn grants_vote(rd: &Ready) -> bool {
+    match rd.persisted_messages.last().map(|m| &m.rpc) {
+        Some(Rpc::RequestVoteReply(r)) => r.vote_granted,
+        other => panic!("expected a vote reply, got {other:?}"),
+    }
+}
+
+/// The answer, in `core`'s next Ready, to the vote request it just stepped.
+pub fn vote_granted(core: &mut RaftCore) -> bool {
+    grants_vote(&core.ready())
 }
 
 /// Decides whether a message is lost.
