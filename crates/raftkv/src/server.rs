@@ -23,7 +23,7 @@ use raft::{
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
 use crate::commands::{classify, Action, DataLimits, LocalCommand};
@@ -52,7 +52,7 @@ pub enum RunError {
 }
 
 /// Commands a connection runs as one unit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Batch {
     Writes(Vec<KvCommand>),
     Reads(Vec<KvQuery>),
@@ -65,7 +65,59 @@ impl Batch {
             Batch::Reads(r) => r.len(),
         }
     }
+
+    /// About how many bytes of keys and values the batch carries.
+    fn payload_bytes(&self) -> usize {
+        fn keys(ks: &[Vec<u8>]) -> usize {
+            ks.iter().map(Vec::len).sum()
+        }
+        match self {
+            Batch::Writes(w) => w
+                .iter()
+                .map(|c| match c {
+                    KvCommand::Set { key, value } => key.len() + value.len(),
+                    KvCommand::SetIfEq {
+                        key,
+                        value,
+                        expected,
+                    } => key.len() + value.len() + expected.len(),
+                    KvCommand::Del { keys: ks } => keys(ks),
+                    KvCommand::IncrBy { key, .. } => key.len(),
+                    KvCommand::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
+                })
+                .sum(),
+            Batch::Reads(r) => r
+                .iter()
+                .map(|q| match q {
+                    KvQuery::Get { key } => key.len(),
+                    KvQuery::MGet { keys: ks } | KvQuery::Exists { keys: ks } => keys(ks),
+                    KvQuery::DbSize => 0,
+                })
+                .sum(),
+        }
+    }
 }
+
+/// A batch a follower's connection wants forwarded to the leader, and where
+/// its outcomes go (`None`: nothing was proposed, so it may be retried).
+struct ForwardJob {
+    leader: u64,
+    batch: Batch,
+    deadline: Instant,
+    reply: oneshot::Sender<Option<Vec<Outcome>>>,
+}
+
+/// Forwarded batches in flight from this node at once. While they are, the
+/// batches of other connections queue and then travel together in one
+/// request (batching by design, as for AppendEntries).
+const FORWARD_WINDOW: usize = 4;
+/// At most this many commands, or about this many bytes, in one forward.
+const FORWARD_MAX_COMMANDS: usize = 256;
+const FORWARD_MAX_BYTES: usize = 1 << 20;
+/// Jobs whose deadlines differ by more than this travel separately: one
+/// request times out at its earliest deadline, and a job retried after a
+/// leader change must not cut short the time of fresh ones.
+const FORWARD_DEADLINE_SPREAD: Duration = Duration::from_millis(50);
 
 /// What every connection task shares.
 pub struct Shared {
@@ -79,6 +131,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     max_clients_total: usize,
     next_conn_id: AtomicU64,
+    /// To the task that combines forwarded batches (`coalesce_forwards`).
+    forwarder: mpsc::UnboundedSender<ForwardJob>,
 }
 
 /// Starts a node and runs it until `shutdown` resolves (graceful stop) or the
@@ -161,6 +215,7 @@ pub async fn run(
         "raftkv node started"
     );
 
+    let (forward_jobs, forward_jobs_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         node_id: config.id,
         handle: handle.clone(),
@@ -175,8 +230,10 @@ pub async fn run(
         metrics,
         max_clients_total: config.max_clients,
         next_conn_id: AtomicU64::new(1),
+        forwarder: forward_jobs,
     });
     let forward_task = tokio::spawn(serve_forwards(shared.clone(), fwd_rx));
+    let coalesce_task = tokio::spawn(coalesce_forwards(Arc::downgrade(&shared), forward_jobs_rx));
     let accept_task = tokio::spawn(accept_clients(client_listener, shared.clone()));
     let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, shared.clone())));
 
@@ -203,6 +260,7 @@ pub async fn run(
     };
     accept_task.abort();
     forward_task.abort();
+    coalesce_task.abort();
     peer_task.abort();
     if let Some(t) = http_task {
         t.abort();
@@ -583,7 +641,7 @@ async fn execute(shared: &Shared, batch: Batch) -> Vec<Outcome> {
         let attempt = if state == RaftState::Leader {
             run_locally(shared, &batch, deadline).await
         } else if let Some(leader) = leader_id.filter(|&l| l != shared.node_id) {
-            forward_to(shared, leader, &batch, deadline).await
+            forward_coalesced(shared, leader, &batch, deadline).await
         } else {
             None
         };
@@ -659,12 +717,16 @@ async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Optio
 async fn forward_to(
     shared: &Shared,
     leader: u64,
-    batch: &Batch,
+    batch: Batch,
     deadline: Instant,
 ) -> Option<Vec<Outcome>> {
+    let (len, reads) = (batch.len(), matches!(batch, Batch::Reads(_)));
+    // What to answer when the fate of the request is unknown: writes may
+    // have happened; reads have no effect, so they are simply retried.
+    let unknown = || (!reads).then(|| vec![Outcome::Unknown; len]);
     let request = match batch {
-        Batch::Writes(w) => ForwardRequest::Writes(w.clone()),
-        Batch::Reads(r) => ForwardRequest::Reads(r.clone()),
+        Batch::Writes(w) => ForwardRequest::Writes(w),
+        Batch::Reads(r) => ForwardRequest::Reads(r),
     };
     let timeout = deadline.saturating_duration_since(Instant::now());
     match shared
@@ -673,24 +735,156 @@ async fn forward_to(
         .await
     {
         Ok(bytes) => match forward::decode::<ForwardReply>(&bytes) {
-            Some(ForwardReply::Outcomes(o)) if o.len() == batch.len() => Some(o),
+            Some(ForwardReply::Outcomes(o)) if o.len() == len => Some(o),
             Some(ForwardReply::NotLeader { .. }) => None,
             _ => {
                 tracing::warn!(leader, "undecodable forward reply");
-                unknown_for(batch)
+                unknown()
             }
         },
         Err(ForwardError::NotSent(_)) => None,
-        Err(ForwardError::Unknown(_)) => unknown_for(batch),
+        Err(ForwardError::Unknown(_)) => unknown(),
     }
 }
 
-/// After a forward whose fate is unknown: writes may have happened; reads
-/// have no effect, so they are simply retried.
-fn unknown_for(batch: &Batch) -> Option<Vec<Outcome>> {
-    match batch {
-        Batch::Writes(w) => Some(vec![Outcome::Unknown; w.len()]),
-        Batch::Reads(_) => None,
+/// Forwards `batch` to `leader` together with whatever other connections
+/// of this node are forwarding at the same moment (see
+/// `coalesce_forwards`). Same result as [`forward_to`] would give it alone.
+async fn forward_coalesced(
+    shared: &Shared,
+    leader: u64,
+    batch: &Batch,
+    deadline: Instant,
+) -> Option<Vec<Outcome>> {
+    let (reply, outcomes) = oneshot::channel();
+    let job = ForwardJob {
+        leader,
+        batch: batch.clone(),
+        deadline,
+        reply,
+    };
+    if shared.forwarder.send(job).is_err() {
+        // The node is stopping; nothing was sent.
+        return None;
+    }
+    // A dropped job was never sent either.
+    outcomes.await.ok().flatten()
+}
+
+/// Combines the forwards of many connections into few requests: it takes
+/// every job already queued (up to a size limit), groups them by leader and
+/// by kind (writes, reads), and sends each group as one batch, with at most
+/// [`FORWARD_WINDOW`] groups in flight. A group's outcomes are split back in
+/// order; a group that was not sent, or whose leader refused it, is `None`
+/// for each of its jobs, which then retry as they would alone. One request
+/// times out with its earliest deadline, so no job waits past its own.
+async fn coalesce_forwards(
+    shared: std::sync::Weak<Shared>,
+    mut jobs: mpsc::UnboundedReceiver<ForwardJob>,
+) {
+    let window = Arc::new(Semaphore::new(FORWARD_WINDOW));
+    let mut next: Option<ForwardJob> = None;
+    loop {
+        let first = match next.take() {
+            Some(job) => job,
+            None => match jobs.recv().await {
+                Some(job) => job,
+                None => return,
+            },
+        };
+        // Wait for room in the window first: jobs pile up meanwhile.
+        let Ok(permit) = window.clone().acquire_owned().await else {
+            return;
+        };
+        let mut taken = vec![first];
+        let (mut commands, mut bytes) = (taken[0].batch.len(), taken[0].batch.payload_bytes());
+        while commands < FORWARD_MAX_COMMANDS && bytes < FORWARD_MAX_BYTES {
+            let Ok(job) = jobs.try_recv() else { break };
+            commands += job.batch.len();
+            bytes += job.batch.payload_bytes();
+            if commands > FORWARD_MAX_COMMANDS || bytes > FORWARD_MAX_BYTES {
+                // Goes first in the next round instead.
+                next = Some(job);
+                break;
+            }
+            taken.push(job);
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let permit = Arc::new(permit);
+        for group in group_forward_jobs(taken) {
+            let (shared, permit) = (shared.clone(), permit.clone());
+            tokio::spawn(async move {
+                send_forward_group(&shared, group).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// Splits jobs into groups with one leader, one kind and nearly the same
+/// deadline, keeping their order.
+fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> {
+    let mut groups: Vec<Vec<ForwardJob>> = Vec::new();
+    for job in jobs {
+        let reads = matches!(job.batch, Batch::Reads(_));
+        let same = |g: &Vec<ForwardJob>| {
+            let spread = if g[0].deadline > job.deadline {
+                g[0].deadline - job.deadline
+            } else {
+                job.deadline - g[0].deadline
+            };
+            g[0].leader == job.leader
+                && matches!(g[0].batch, Batch::Reads(_)) == reads
+                && spread <= FORWARD_DEADLINE_SPREAD
+        };
+        match groups.iter_mut().find(|g| same(g)) {
+            Some(g) => g.push(job),
+            None => groups.push(vec![job]),
+        }
+    }
+    groups
+}
+
+async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
+    let leader = group[0].leader;
+    let deadline = group
+        .iter()
+        .map(|j| j.deadline)
+        .min()
+        .unwrap_or_else(Instant::now);
+    let mut lens = Vec::with_capacity(group.len());
+    let mut replies = Vec::with_capacity(group.len());
+    let combined = if matches!(group[0].batch, Batch::Reads(_)) {
+        let mut all = Vec::new();
+        for job in group {
+            lens.push(job.batch.len());
+            replies.push(job.reply);
+            if let Batch::Reads(r) = job.batch {
+                all.extend(r);
+            }
+        }
+        Batch::Reads(all)
+    } else {
+        let mut all = Vec::new();
+        for job in group {
+            lens.push(job.batch.len());
+            replies.push(job.reply);
+            if let Batch::Writes(w) = job.batch {
+                all.extend(w);
+            }
+        }
+        Batch::Writes(all)
+    };
+    let outcomes = forward_to(shared, leader, combined, deadline).await;
+    let mut outcomes = outcomes.map(Vec::into_iter);
+    for (reply, len) in replies.into_iter().zip(lens) {
+        let mine = outcomes
+            .as_mut()
+            .map(|o| o.by_ref().take(len).collect::<Vec<_>>());
+        // The connection may have given up; nobody to tell then.
+        let _ = reply.send(mine);
     }
 }
 
@@ -726,5 +920,92 @@ async fn serve_forwards(shared: Arc<Shared>, mut forwards: mpsc::Receiver<Incomi
             };
             let _ = fwd.reply.send(forward::encode(&reply));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(leader: u64, batch: Batch, deadline: Instant) -> ForwardJob {
+        let (reply, _) = oneshot::channel();
+        ForwardJob {
+            leader,
+            batch,
+            deadline,
+            reply,
+        }
+    }
+
+    fn write(key: &str) -> Batch {
+        Batch::Writes(vec![KvCommand::IncrBy {
+            key: key.as_bytes().to_vec(),
+            by: 1,
+        }])
+    }
+
+    fn read(key: &str) -> Batch {
+        Batch::Reads(vec![KvQuery::Get {
+            key: key.as_bytes().to_vec(),
+        }])
+    }
+
+    fn keys(group: &[ForwardJob]) -> Vec<String> {
+        group
+            .iter()
+            .map(|j| match &j.batch {
+                Batch::Writes(w) => match &w[0] {
+                    KvCommand::IncrBy { key, .. } => format!("w:{}", String::from_utf8_lossy(key)),
+                    other => format!("{other:?}"),
+                },
+                Batch::Reads(r) => match &r[0] {
+                    KvQuery::Get { key } => format!("r:{}", String::from_utf8_lossy(key)),
+                    other => format!("{other:?}"),
+                },
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_jobs_group_by_leader_kind_and_deadline_in_order() {
+        let now = Instant::now();
+        let later = now + Duration::from_millis(10);
+        let much_later = now + Duration::from_secs(3);
+        let jobs = vec![
+            job(1, write("a"), now),
+            job(1, read("b"), now),
+            job(1, write("c"), later),
+            job(2, write("d"), now),
+            job(1, write("e"), much_later),
+            job(1, read("f"), later),
+        ];
+        let groups: Vec<Vec<String>> = group_forward_jobs(jobs).iter().map(|g| keys(g)).collect();
+        assert_eq!(
+            groups,
+            vec![
+                // Writes to leader 1 within the deadline spread, in order:
+                // a connection's commands never overtake each other.
+                vec!["w:a".to_string(), "w:c".to_string()],
+                vec!["r:b".to_string(), "r:f".to_string()],
+                vec!["w:d".to_string()],
+                // A retried job with a far deadline travels on its own.
+                vec!["w:e".to_string()],
+            ]
+        );
+    }
+
+    #[test]
+    fn batch_payload_counts_keys_and_values() {
+        let b = Batch::Writes(vec![
+            KvCommand::Set {
+                key: b"key".to_vec(),
+                value: vec![0; 100],
+            },
+            KvCommand::MSet {
+                pairs: vec![(b"k".to_vec(), b"vv".to_vec())],
+            },
+        ]);
+        assert_eq!(b.payload_bytes(), 3 + 100 + 1 + 2);
+        assert_eq!(read("abcd").payload_bytes(), 4);
     }
 }
