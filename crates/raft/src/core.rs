@@ -540,6 +540,7 @@ impl RaftCore {
             self.config.lease_ticks()
         };
         match self.round_started.front() {
+            // `started` was read from `ticks`, which only grows.
             Some(&(round, started)) if round == acked => self.ticks - started < lease,
             _ => false,
         }

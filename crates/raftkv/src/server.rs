@@ -796,8 +796,8 @@ async fn coalesce_forwards(
         let Ok(permit) = window.clone().acquire_owned().await else {
             return;
         };
+        let (mut commands, mut bytes) = (first.batch.len(), first.batch.payload_bytes());
         let mut taken = vec![first];
-        let (mut commands, mut bytes) = (taken[0].batch.len(), taken[0].batch.payload_bytes());
         while commands < FORWARD_MAX_COMMANDS && bytes < FORWARD_MAX_BYTES {
             let Ok(job) = jobs.try_recv() else { break };
             commands += job.batch.len();
@@ -826,6 +826,7 @@ async fn coalesce_forwards(
 /// Splits jobs into groups with one leader, one kind and nearly the same
 /// deadline, keeping their order.
 fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> {
+    // Every group is created holding a job, so `g[0]` below exists.
     let mut groups: Vec<Vec<ForwardJob>> = Vec::new();
     for job in jobs {
         let reads = matches!(job.batch, Batch::Reads(_));
@@ -847,8 +848,11 @@ fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> {
     groups
 }
 
+/// Sends one group from `group_forward_jobs` (never empty) as one request.
 async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
-    let leader = group[0].leader;
+    let Some(leader) = group.first().map(|j| j.leader) else {
+        return;
+    };
     let deadline = group
         .iter()
         .map(|j| j.deadline)
@@ -856,7 +860,7 @@ async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
         .unwrap_or_else(Instant::now);
     let mut lens = Vec::with_capacity(group.len());
     let mut replies = Vec::with_capacity(group.len());
-    let combined = if matches!(group[0].batch, Batch::Reads(_)) {
+    let combined = if group.iter().any(|j| matches!(j.batch, Batch::Reads(_))) {
         let mut all = Vec::new();
         for job in group {
             lens.push(job.batch.len());
