@@ -88,6 +88,45 @@ fn seeds_pass_with_lease_reads_under_clock_drift() {
 }
 
 #[test]
+fn a_stalled_leader_clock_breaks_lease_reads_and_the_checker_sees_it() {
+    // The price of lease reads (thesis §6.4.1), shown rather than told: a
+    // leader whose clock stops (a GC or VM pause whose ticks are not made
+    // up) still believes in its lease, and once a partition has let the
+    // others elect a new leader and commit, it answers a read from its old
+    // state. The same faults with ReadIndex are the next test.
+    let faults: FaultMix = "stall,partition".parse().expect("fault names");
+    for seed in 0..200 {
+        let outcome = run(&SimOptions {
+            lease_reads: true,
+            ..options(seed, 3, 20_000, faults)
+        });
+        if let Some(v) = &outcome.violation {
+            assert!(
+                matches!(
+                    v.kind,
+                    ViolationKind::StaleRead | ViolationKind::Linearizability
+                ),
+                "a stale read, not something else:\n{}",
+                outcome.report()
+            );
+            println!("lease reads with a stalled clock: stale read at seed {seed}: {v}");
+            return;
+        }
+    }
+    panic!("no stale read within 200 seeds: the stall fault no longer tests leases");
+}
+
+#[test]
+fn read_index_is_safe_with_stalled_clocks() {
+    // ReadIndex asks a majority for every batch of reads: no clock involved.
+    let faults: FaultMix = "stall,partition,asym".parse().expect("fault names");
+    for seed in 0..30 {
+        let outcome = run(&options(seed, 3, 10_000, faults));
+        assert!(outcome.passed(), "{}", outcome.report());
+    }
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     for mix in [FaultMix::all(), FaultMix::snapshots()] {
         let opts = SimOptions {

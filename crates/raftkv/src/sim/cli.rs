@@ -33,7 +33,7 @@ pub struct SimArgs {
     pub steps: u64,
     /// Faults: none, all, partitions, crashes, network, snapshots, or a
     /// comma list of partition, asym, bridge, crash, power, loss, dup,
-    /// reorder, delay, drift, snapshot, snapshot-churn.
+    /// reorder, delay, drift, snapshot, snapshot-churn, stall.
     #[arg(long, default_value = "all")]
     pub faults: FaultMix,
     /// Concurrent clients.

@@ -45,9 +45,15 @@ pub struct FaultMix {
     /// entries instead of 10-60, sent in chunks of 4-16 bytes instead of
     /// 8-64. Not part of `all`.
     pub snapshot_churn: bool,
+    /// `stall`: one node's clock stops for 0.2-1 s while it goes on
+    /// handling messages and clients: a process paused by GC, a VM or
+    /// SIGSTOP, whose timer does not make up the lost ticks. Safe for
+    /// ReadIndex; it is what breaks lease reads (thesis §6.4.1). Not part
+    /// of `all`.
+    pub stall: bool,
 }
 
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 13] = [
     "partition",
     "asym",
     "bridge",
@@ -60,6 +66,7 @@ const NAMES: [&str; 12] = [
     "drift",
     "snapshot",
     "snapshot-churn",
+    "stall",
 ];
 
 impl FaultMix {
@@ -147,6 +154,7 @@ impl FaultMix {
             "drift" => &mut self.drift,
             "snapshot" => &mut self.snapshot,
             "snapshot-churn" => &mut self.snapshot_churn,
+            "stall" => &mut self.stall,
             _ => return None,
         })
     }

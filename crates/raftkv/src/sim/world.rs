@@ -156,6 +156,8 @@ struct Node {
     fsync_scheduled: bool,
     /// This node's tick period in virtual µs (clock drift).
     tick_period: u64,
+    /// With the `stall` fault: no tick before this virtual time.
+    stalled_until: u64,
     /// What the checks last saw.
     role: (RaftState, Term),
     voted_for: Option<NodeId>,
@@ -295,6 +297,7 @@ impl World {
                     // ±5%: safety must not depend on timing; with lease
                     // reads it does, within their 10 % drift margin.
                     tick_period: (TICK_US as i64 + drift) as u64,
+                    stalled_until: 0,
                     role: (RaftState::Follower, 0),
                     voted_for: None,
                     last_commit: 0,
@@ -558,6 +561,13 @@ impl World {
         match event {
             Event::Tick { node, inc } => {
                 if !self.alive(node, inc) {
+                    return;
+                }
+                if self.now < self.nodes[node].stalled_until {
+                    // A stalled clock: the ticks of the stall are lost, not
+                    // made up (as with tokio's MissedTickBehavior::Delay).
+                    let at = self.nodes[node].stalled_until;
+                    self.schedule(at, Event::Tick { node, inc });
                     return;
                 }
                 if let Some(core) = self.nodes[node].core.as_mut() {
@@ -1208,6 +1218,9 @@ impl World {
         if mix.snapshot {
             kinds.push(2);
         }
+        if mix.stall {
+            kinds.push(3);
+        }
         if kinds.is_empty() {
             return;
         }
@@ -1222,8 +1235,37 @@ impl World {
                 }
             }
             1 => self.crash_fault(),
+            3 => self.stall_fault(),
             _ => self.snapshot_fault(),
         }
+    }
+
+    /// Stops one node's clock for 0.2-1 s, a leader's more often than not
+    /// (a paused leader is what a lease must survive).
+    fn stall_fault(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&x| self.nodes[x].is_up())
+            .collect();
+        if up.is_empty() {
+            return;
+        }
+        let leaders: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
+            .collect();
+        let x = if !leaders.is_empty() && self.rng.chance(0.7) {
+            self.rng.pick(&leaders)
+        } else {
+            self.rng.pick(&up)
+        };
+        let until = self.now + self.rng.range(200_000, 1_000_000);
+        self.nodes[x].stalled_until = until;
+        let id = self.nodes[x].id;
+        self.trace(format!(
+            "n{id}'s clock stalls for {} ms",
+            (until - self.now) / 1000
+        ));
     }
 
     fn network_fault(&mut self) {
@@ -1357,6 +1399,7 @@ impl World {
         node.inc += 1;
         node.pending.clear();
         node.fsync_scheduled = false;
+        node.stalled_until = 0;
         let loss = if power {
             let unsynced = node.disk.unsynced_ops() as u64;
             let keep = rng.range(0, unsynced) as usize;
