@@ -66,6 +66,17 @@ impl Batch {
         }
     }
 
+    /// Appends `other`'s commands if it is of the same kind; hands it back
+    /// otherwise.
+    fn append(&mut self, other: Batch) -> Result<(), Batch> {
+        match (self, other) {
+            (Batch::Writes(w), Batch::Writes(more)) => w.extend(more),
+            (Batch::Reads(r), Batch::Reads(more)) => r.extend(more),
+            (_, other) => return Err(other),
+        }
+        Ok(())
+    }
+
     /// About how many bytes of keys and values the batch carries.
     fn payload_bytes(&self) -> usize {
         fn keys(ks: &[Vec<u8>]) -> usize {
@@ -848,39 +859,31 @@ fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> {
     groups
 }
 
-/// Sends one group from `group_forward_jobs` (never empty) as one request.
+/// Sends one group from `group_forward_jobs` as one request.
 async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
-    let Some(leader) = group.first().map(|j| j.leader) else {
+    let mut jobs = group.into_iter();
+    let Some(first) = jobs.next() else {
         return;
     };
-    let deadline = group
-        .iter()
-        .map(|j| j.deadline)
-        .min()
-        .unwrap_or_else(Instant::now);
-    let mut lens = Vec::with_capacity(group.len());
-    let mut replies = Vec::with_capacity(group.len());
-    let combined = if group.iter().any(|j| matches!(j.batch, Batch::Reads(_))) {
-        let mut all = Vec::new();
-        for job in group {
-            lens.push(job.batch.len());
-            replies.push(job.reply);
-            if let Batch::Reads(r) = job.batch {
-                all.extend(r);
+    let (leader, mut deadline) = (first.leader, first.deadline);
+    let mut lens = vec![first.batch.len()];
+    let mut replies = vec![first.reply];
+    let mut combined = first.batch;
+    for job in jobs {
+        let len = job.batch.len();
+        match combined.append(job.batch) {
+            Ok(()) => {
+                deadline = deadline.min(job.deadline);
+                lens.push(len);
+                replies.push(job.reply);
+            }
+            // Not of the group's kind (grouping prevents it): not sent, so
+            // it retries on its own.
+            Err(_) => {
+                let _ = job.reply.send(None);
             }
         }
-        Batch::Reads(all)
-    } else {
-        let mut all = Vec::new();
-        for job in group {
-            lens.push(job.batch.len());
-            replies.push(job.reply);
-            if let Batch::Writes(w) = job.batch {
-                all.extend(w);
-            }
-        }
-        Batch::Writes(all)
-    };
+    }
     let outcomes = forward_to(shared, leader, combined, deadline).await;
     let mut outcomes = outcomes.map(Vec::into_iter);
     for (reply, len) in replies.into_iter().zip(lens) {
@@ -996,6 +999,15 @@ mod tests {
                 vec!["w:e".to_string()],
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_appends_its_own_kind_and_hands_back_the_other() {
+        let mut b = write("a");
+        assert!(b.append(write("b")).is_ok());
+        assert_eq!(b.len(), 2);
+        assert!(matches!(b.append(read("c")), Err(Batch::Reads(_))));
+        assert_eq!(b.len(), 2);
     }
 
     #[test]
