@@ -969,7 +969,9 @@ impl Segment {
     /// written blocks. On this project's ext4 test machine, a 4 KiB
     /// overwrite followed by `fdatasync` ran about 7,300 times a second into
     /// zero-filled space against 5,300 into fallocated space; the fill costs
-    /// about 40 ms per 64 MiB segment, once, at roll-over.
+    /// about 40 ms per 64 MiB segment, once: at roll-over, or at `open` when
+    /// the last segment is shorter than a segment (a log written without
+    /// preallocation).
     fn preallocate(&mut self, size: u64) -> Result<bool, StorageError> {
         if self.file_len >= size {
             return Ok(true);

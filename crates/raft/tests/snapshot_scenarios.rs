@@ -83,6 +83,15 @@ impl Cluster {
         self.net.unregister(id);
     }
 
+    /// Some voter other than `leader`.
+    fn follower_of(&self, leader: NodeId) -> NodeId {
+        self.voters
+            .iter()
+            .copied()
+            .find(|&id| id != leader)
+            .expect("a cluster of several voters")
+    }
+
     fn handle(&self, id: NodeId) -> &Handle {
         &self.nodes[&id].handle
     }
@@ -161,12 +170,7 @@ async fn a_follower_down_while_the_leader_compacts_catches_up_by_snapshot() {
     let mut c = Cluster::start(3, config(20));
     let leader = c.leader().await;
     c.write(leader, 5, "before").await;
-    let follower = c
-        .voters
-        .iter()
-        .copied()
-        .find(|&id| id != leader)
-        .expect("follower");
+    let follower = c.follower_of(leader);
     c.stop_node(follower).await;
     // Far past the threshold: the leader snapshots and compacts its log, so
     // the follower's next entries no longer exist as entries.
@@ -200,12 +204,7 @@ async fn a_node_restarts_from_its_snapshot_plus_the_log_tail() {
     let mut c = Cluster::start(3, config(30));
     let leader = c.leader().await;
     c.write(leader, 80, "x").await;
-    let follower = c
-        .voters
-        .iter()
-        .copied()
-        .find(|&id| id != leader)
-        .expect("follower");
+    let follower = c.follower_of(leader);
     c.wait_until("the follower snapshotted", |c| {
         c.handle(follower).status().snapshot_last_index > 0
     })
@@ -237,12 +236,7 @@ async fn a_wiped_follower_rejoins_by_snapshot() {
         c.handle(leader).status().snapshot_last_index > 0
     })
     .await;
-    let follower = c
-        .voters
-        .iter()
-        .copied()
-        .find(|&id| id != leader)
-        .expect("follower");
+    let follower = c.follower_of(leader);
     c.stop_node(follower).await;
     std::fs::remove_dir_all(c.node_dir(follower)).expect("wipe");
     c.start_node(follower);

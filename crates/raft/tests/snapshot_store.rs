@@ -1,10 +1,13 @@
 //! Tests of `SnapshotStore`: crash-safe snapshot files, verification that
 //! skips a damaged newest snapshot, retention, and chunked transfer.
 
+mod common;
+
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use common::corruption;
 use raft::{SnapshotMeta, SnapshotStore, StorageError};
 
 // ---- Helpers ----------------------------------------------------------------
@@ -73,21 +76,6 @@ fn flip_byte(path: &Path, offset: u64) {
 fn truncate(path: &Path, len: u64) {
     let file = fs::OpenOptions::new().write(true).open(path).unwrap();
     file.set_len(len).unwrap();
-}
-
-/// Unwraps a `Corruption` error into (path, offset, Display text).
-fn corruption<T>(result: Result<T, StorageError>) -> (PathBuf, u64, String) {
-    match result {
-        Err(err @ StorageError::Corruption { .. }) => {
-            let text = err.to_string();
-            let StorageError::Corruption { path, offset, .. } = err else {
-                unreachable!()
-            };
-            (path, offset, text)
-        }
-        Err(other) => panic!("expected corruption, got {other:?}"),
-        Ok(_) => panic!("expected corruption, got success"),
-    }
 }
 
 /// Sends the file at `path` from `from` to `to` in `chunk`-byte pieces,

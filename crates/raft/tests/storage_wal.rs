@@ -6,11 +6,14 @@
 //! The active segment is preallocated: its file length is the segment size,
 //! and its records end at its *logical end* ([`logical_end`]), zeros after.
 
+mod common;
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use common::corruption;
 use raft::{
     EntryKind, FileStorage, FileStorageOptions, HardState, LogEntry, LogIndex, MemoryStorage,
     RecoveredState, Storage, StorageError, Term,
@@ -184,21 +187,6 @@ fn persist(
 ) {
     storage.persist(hs.as_ref(), batch).expect("persist");
     model.apply(hs, batch);
-}
-
-/// Unwraps a `Corruption` error into (path, offset, Display text).
-fn corruption(result: Result<FileStorage, StorageError>) -> (PathBuf, u64, String) {
-    match result {
-        Err(err @ StorageError::Corruption { .. }) => {
-            let text = err.to_string();
-            let StorageError::Corruption { path, offset, .. } = err else {
-                unreachable!()
-            };
-            (path, offset, text)
-        }
-        Err(other) => panic!("expected corruption, got {other:?}"),
-        Ok(storage) => panic!("expected corruption, but open succeeded: {storage:?}"),
-    }
 }
 
 /// A tiny deterministic PRNG (xorshift64*), so no `rand` dependency.

@@ -7,10 +7,11 @@
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
 
 use raft::{
     LogEntry, LogIndex, MemoryStorage, Message, NodeId, RaftConfig, RaftCore, RaftState, ReadState,
-    Ready, RequestVoteArgs, Rpc, Storage, Term,
+    Ready, RequestVoteArgs, Rpc, Storage, StorageError, Term,
 };
 
 pub fn config(pre_vote: bool, check_quorum: bool) -> RaftConfig {
@@ -54,6 +55,21 @@ pub fn grants_vote(rd: &Ready) -> bool {
 /// The answer, in `core`'s next Ready, to the vote request it just stepped.
 pub fn vote_granted(core: &mut RaftCore) -> bool {
     grants_vote(&core.ready())
+}
+
+/// Unwraps a `Corruption` error into (path, offset, Display text).
+pub fn corruption<T>(result: Result<T, StorageError>) -> (PathBuf, u64, String) {
+    match result {
+        Err(err @ StorageError::Corruption { .. }) => {
+            let text = err.to_string();
+            let StorageError::Corruption { path, offset, .. } = err else {
+                unreachable!("matched as Corruption just above")
+            };
+            (path, offset, text)
+        }
+        Err(other) => panic!("expected corruption, got {other:?}"),
+        Ok(_) => panic!("expected corruption, got success"),
+    }
 }
 
 /// Decides whether a message is lost.
