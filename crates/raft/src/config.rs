@@ -185,6 +185,15 @@ impl RaftConfig {
         self.ticks(self.election_timeout_max)
     }
 
+    /// The most ticks a driver runs in one catch-up after a pause (see
+    /// [`crate::clock`]). After this many, every timer the core counts has
+    /// run out: election timeouts (at most `election_ticks_max`),
+    /// check-quorum and the lease (both shorter than the minimum election
+    /// timeout). More ticks would change nothing but the time spent looping.
+    pub fn max_catch_up_ticks(&self) -> u64 {
+        2 * self.election_ticks_max() + 2
+    }
+
     /// Thesis §6.4.1: how long, in the leader's ticks, a lease lasts after
     /// the start of a heartbeat round a majority acknowledged.
     ///

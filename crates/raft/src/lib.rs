@@ -11,6 +11,7 @@
 //!
 //! The guide in `docs/` walks through each layer with the paper at its side.
 
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod list_state_machine;
@@ -27,6 +28,7 @@ pub mod transport;
 pub mod transport_memory;
 pub mod types;
 
+pub use crate::clock::TickClock;
 pub use crate::config::{ConfigError, RaftConfig};
 pub use crate::core::{
     BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready, SnapshotChunkVerdict,

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use crate::clock::TickClock;
 use crate::config::RaftConfig;
 use crate::core::SnapshotChunkVerdict;
 use crate::core::{CoreError, Event, NotLeader, RaftCore};
@@ -286,6 +287,10 @@ pub struct RaftServer<T: Transport, M: StateMachine> {
     commands: mpsc::Receiver<Command<M::Output>>,
     state_machine: M,
     tick_interval: Duration,
+    /// The monotonic clock the core's ticks follow, from `started`.
+    started: tokio::time::Instant,
+    tick_clock: TickClock,
+    max_catch_up_ticks: u64,
     /// Proposals waiting for their index to be applied: index → (term, reply).
     waiting_apply: BTreeMap<LogIndex, (Term, Reply<M::Output>)>,
     /// Reads waiting for the leader to confirm it still leads.
@@ -326,6 +331,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         };
         let recovered = reconcile(snapshot.clone(), recovered, storage.as_mut())?;
         let tick_interval = parts.config.tick_interval;
+        let max_catch_up_ticks = parts.config.max_catch_up_ticks();
         let chunk_bytes = parts.config.snapshot_chunk_bytes;
         let policy = (
             parts.config.snapshot_after_entries,
@@ -368,6 +374,12 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             commands: cmd_rx,
             state_machine,
             tick_interval,
+            started: tokio::time::Instant::now(),
+            tick_clock: TickClock::new(
+                0,
+                u64::try_from(tick_interval.as_micros()).unwrap_or(u64::MAX),
+            ),
+            max_catch_up_ticks,
             waiting_apply: BTreeMap::new(),
             waiting_read_index: HashMap::new(),
             waiting_applied: BTreeMap::new(),
@@ -404,12 +416,18 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
 
     async fn run(mut self) -> Result<(), ServerError> {
         let start = tokio::time::Instant::now() + self.tick_interval;
+        // The ticker only wakes the loop; `catch_up_ticks` counts the time,
+        // so a tick it misses (a pause) is made up, not lost.
         let mut ticker = tokio::time::interval_at(start, self.tick_interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let result = loop {
+            // Every branch first runs the ticks that came due (thesis
+            // §6.4.1, see `crate::clock`): after a pause, the replies queued
+            // meanwhile must meet a core that knows how much time passed.
             tokio::select! {
-                _ = ticker.tick() => self.node.tick(),
+                _ = ticker.tick() => self.catch_up_ticks(),
                 Some(rpc) = self.incoming.recv() => {
+                    self.catch_up_ticks();
                     if let Rpc::InstallSnapshot(_) = rpc.rpc {
                         if let Err(e) = self.receive_snapshot_chunk(rpc) {
                             tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
@@ -426,6 +444,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                     }
                 }
                 Some(done) = self.write_done.recv() => {
+                    self.catch_up_ticks();
                     let mut result = self.node.write_done(done);
                     while result.is_ok() {
                         let Ok(more) = self.write_done.try_recv() else { break };
@@ -437,12 +456,14 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                     }
                 }
                 Some(done) = self.snap.done_rx.recv() => {
+                    self.catch_up_ticks();
                     if let Err(e) = self.snapshot_written(done) {
                         tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
                         break Err(ServerError::Storage(e));
                     }
                 }
                 Some(event) = self.peer_events.recv() => {
+                    self.catch_up_ticks();
                     if let PeerEvent::SnapshotSent { peer, .. } = &event {
                         self.snap.sending.remove(peer);
                     }
@@ -459,6 +480,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown) | None => break Ok(()),
                     Some(cmd) => {
+                        self.catch_up_ticks();
                         let mut proposals = usize::from(matches!(cmd, Command::Submit { .. }));
                         self.handle_command(cmd);
                         // Take what else is queued, so a burst of proposals
@@ -497,6 +519,16 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         };
         self.fail_all();
         result
+    }
+
+    /// Runs every tick that came due since the last input (see
+    /// [`crate::clock`]), at most [`RaftConfig::max_catch_up_ticks`].
+    fn catch_up_ticks(&mut self) {
+        let now_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let due = self.tick_clock.due(now_us);
+        for _ in 0..due.min(self.max_catch_up_ticks) {
+            self.node.tick();
+        }
     }
 
     fn handle_command(&mut self, cmd: Command<M::Output>) {

@@ -33,7 +33,8 @@ pub struct SimArgs {
     pub steps: u64,
     /// Faults: none, all, partitions, crashes, network, snapshots, or a
     /// comma list of partition, asym, bridge, crash, power, loss, dup,
-    /// reorder, delay, drift, snapshot, snapshot-churn, stall.
+    /// reorder, delay, drift, snapshot, snapshot-churn, pause, clock-stop
+    /// (`all` is every one but snapshot-churn and clock-stop).
     #[arg(long, default_value = "all")]
     pub faults: FaultMix,
     /// Concurrent clients.
@@ -45,8 +46,8 @@ pub struct SimArgs {
     /// Break one rule in every core, to see the simulator catch it:
     /// commit-previous-term-by-counting, forget-to-persist-vote,
     /// truncate-on-stale-append, read-without-quorum-check, skip-noop-on-election;
-    /// or one in the simulator's snapshot driver: compact-before-snapshot-durable,
-    /// install-without-restore, keep-superseded-log.
+    /// or one in the simulator's driver: compact-before-snapshot-durable,
+    /// install-without-restore, keep-superseded-log, skip-missed-ticks.
     #[arg(long)]
     pub bug: Option<Bug>,
     /// Fix pre-vote on or off (default: drawn from the seed).

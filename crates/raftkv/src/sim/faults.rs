@@ -45,15 +45,23 @@ pub struct FaultMix {
     /// entries instead of 10-60, sent in chunks of 4-16 bytes instead of
     /// 8-64. Not part of `all`.
     pub snapshot_churn: bool,
-    /// `stall`: one node's clock stops for 0.2-1 s while it goes on
-    /// handling messages and clients: a process paused by GC, a VM or
-    /// SIGSTOP, whose timer does not make up the lost ticks. Safe for
-    /// ReadIndex; it is what breaks lease reads (thesis §6.4.1). Not part
-    /// of `all`.
-    pub stall: bool,
+    /// `pause`: one node stops for 0.2-1 s, a leader more often than not:
+    /// a process stopped by SIGSTOP, a GC or a VM pause. It handles
+    /// nothing meanwhile (messages and clients wait in its sockets) while
+    /// the clock goes on; when it resumes, its driver first runs the ticks
+    /// that came due, as `RaftServer` does (`raft::clock`), then the queued
+    /// input. Lease reads must survive it (thesis §6.4.1).
+    pub pause: bool,
+    /// `clock-stop`: one node's clock stops for 0.2-1 s while it goes on
+    /// handling messages and clients, and the ticks of the stop are lost.
+    /// That is a clock running slower than the lease's drift bound
+    /// (`lease_clock_drift_percent`), outside what lease reads assume, so
+    /// it breaks them; ReadIndex does not care. Not part of `all`: it
+    /// shows the assumption, it is not a fault leases must survive.
+    pub clock_stop: bool,
 }
 
-const NAMES: [&str; 13] = [
+const NAMES: [&str; 14] = [
     "partition",
     "asym",
     "bridge",
@@ -66,7 +74,8 @@ const NAMES: [&str; 13] = [
     "drift",
     "snapshot",
     "snapshot-churn",
-    "stall",
+    "pause",
+    "clock-stop",
 ];
 
 impl FaultMix {
@@ -74,14 +83,16 @@ impl FaultMix {
         Self::default()
     }
 
-    /// Every fault, snapshots included (at their usual pace: not
-    /// `snapshot-churn`).
+    /// Every fault a correct cluster must survive, snapshots included (at
+    /// their usual pace: not `snapshot-churn`); not `clock-stop`, which is
+    /// outside the lease's clock assumption.
     pub fn all() -> Self {
         let mut m = Self::default();
         for name in NAMES {
             m.set(name);
         }
         m.snapshot_churn = false;
+        m.clock_stop = false;
         m
     }
 
@@ -154,7 +165,8 @@ impl FaultMix {
             "drift" => &mut self.drift,
             "snapshot" => &mut self.snapshot,
             "snapshot-churn" => &mut self.snapshot_churn,
-            "stall" => &mut self.stall,
+            "pause" => &mut self.pause,
+            "clock-stop" => &mut self.clock_stop,
             _ => return None,
         })
     }
@@ -230,7 +242,7 @@ impl FromStr for FaultMix {
 }
 
 /// A bug the core can be told to have (see [`raft::BugSwitches`]), or,
-/// for the last three, the simulator's own snapshot driver: each breaks one
+/// for the last four, the simulator's own driver: each breaks one
 /// rule, so a test can prove the simulator notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bug {
@@ -254,10 +266,14 @@ pub enum Bug {
     /// Driver: at restart, keep a log that the newest snapshot superseded
     /// or that ends before it (`reconcile`).
     KeepSupersededLog,
+    /// Driver: after a pause, run one tick instead of all that came due
+    /// (tokio's `MissedTickBehavior::Delay` without `raft::clock`), so a
+    /// resumed leader believes in a lease that ran out during the pause.
+    SkipMissedTicks,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::CommitPreviousTermByCounting,
         Bug::ForgetToPersistVote,
         Bug::TruncateOnStaleAppend,
@@ -266,6 +282,7 @@ impl Bug {
         Bug::CompactBeforeSnapshotDurable,
         Bug::InstallWithoutRestore,
         Bug::KeepSupersededLog,
+        Bug::SkipMissedTicks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -278,6 +295,7 @@ impl Bug {
             Bug::CompactBeforeSnapshotDurable => "compact-before-snapshot-durable",
             Bug::InstallWithoutRestore => "install-without-restore",
             Bug::KeepSupersededLog => "keep-superseded-log",
+            Bug::SkipMissedTicks => "skip-missed-ticks",
         }
     }
 
@@ -292,7 +310,8 @@ impl Bug {
             // The simulator's driver has these (`World::has_bug`).
             Bug::CompactBeforeSnapshotDurable
             | Bug::InstallWithoutRestore
-            | Bug::KeepSupersededLog => {}
+            | Bug::KeepSupersededLog
+            | Bug::SkipMissedTicks => {}
         }
         b
     }

@@ -28,7 +28,7 @@ use self::snapshots::{Incoming, SnapshotWrite, Transfer};
 
 use raft::{
     EntryKind, LogEntry, LogIndex, Message, NodeId, NotLeader, RaftConfig, RaftCore, RaftState,
-    ReadState, Ready, Rpc, StateMachine, Term,
+    ReadState, Ready, Rpc, StateMachine, Term, TickClock,
 };
 
 use crate::kv::{encode_command, KvOutput, KvQuery, KvStore};
@@ -156,8 +156,14 @@ struct Node {
     fsync_scheduled: bool,
     /// This node's tick period in virtual µs (clock drift).
     tick_period: u64,
-    /// With the `stall` fault: no tick before this virtual time.
-    stalled_until: u64,
+    /// The driver's clock: which ticks came due (`raft::clock`).
+    clock: TickClock,
+    /// With the `pause` fault: the process handles nothing before this
+    /// virtual time (its input waits; its clock goes on).
+    paused_until: u64,
+    /// With the `clock-stop` fault: no time passes for this node before
+    /// this virtual time, and the ticks of the stop are lost.
+    clock_stopped_until: u64,
     /// What the checks last saw.
     role: (RaftState, Term),
     voted_for: Option<NodeId>,
@@ -297,7 +303,9 @@ impl World {
                     // ±5%: safety must not depend on timing; with lease
                     // reads it does, within their 10 % drift margin.
                     tick_period: (TICK_US as i64 + drift) as u64,
-                    stalled_until: 0,
+                    clock: TickClock::new(0, (TICK_US as i64 + drift) as u64),
+                    paused_until: 0,
+                    clock_stopped_until: 0,
                     role: (RaftState::Follower, 0),
                     voted_for: None,
                     last_commit: 0,
@@ -557,24 +565,73 @@ impl World {
         true
     }
 
+    /// The node whose driver handles `event`, if any.
+    fn event_node(&self, event: &Event) -> Option<usize> {
+        match event {
+            Event::Tick { node, .. }
+            | Event::Fsync { node, .. }
+            | Event::SnapshotStep { node, .. }
+            | Event::SnapshotChunkTimeout { node, .. } => Some(*node),
+            Event::Deliver { msg, .. } => Some(msg.to as usize - 1),
+            Event::ClientArrive { op } => Some(self.history[*op].node as usize - 1),
+            _ => None,
+        }
+    }
+
+    /// Runs the ticks that came due on node `x`'s clock before its next
+    /// input, as `RaftServer` does (`raft::clock`). Returns whether any did.
+    fn catch_up_ticks(&mut self, x: usize) -> bool {
+        let now = self.now;
+        let max = self.config.max_catch_up_ticks();
+        let bug_skip = self.has_bug(crate::sim::Bug::SkipMissedTicks);
+        let node = &mut self.nodes[x];
+        let Some(core) = node.core.as_mut() else {
+            return false;
+        };
+        if now < node.clock_stopped_until {
+            return false;
+        }
+        node.clock.lose_ticks_until(node.clock_stopped_until);
+        let mut due = node.clock.due(now);
+        if bug_skip {
+            due = due.min(1);
+        }
+        for _ in 0..due.min(max) {
+            core.tick();
+        }
+        due > 0
+    }
+
     fn handle(&mut self, event: Event) {
+        let target = self.event_node(&event);
+        let mut ticked = false;
+        if let Some(x) = target {
+            if self.nodes[x].is_up() && self.now < self.nodes[x].paused_until {
+                // A paused process: its input waits in the socket, its
+                // timers fire late, all of it when it resumes.
+                let at = self.nodes[x].paused_until;
+                self.schedule(at, event);
+                return;
+            }
+            ticked = self.catch_up_ticks(x);
+        }
+        self.dispatch(event);
+        if let Some(x) = target.filter(|&x| ticked && self.nodes[x].is_up()) {
+            self.after_input(x);
+        }
+    }
+
+    fn dispatch(&mut self, event: Event) {
         match event {
             Event::Tick { node, inc } => {
                 if !self.alive(node, inc) {
                     return;
                 }
-                if self.now < self.nodes[node].stalled_until {
-                    // A stalled clock: the ticks of the stall are lost, not
-                    // made up (as with tokio's MissedTickBehavior::Delay).
-                    let at = self.nodes[node].stalled_until;
-                    self.schedule(at, Event::Tick { node, inc });
-                    return;
-                }
-                if let Some(core) = self.nodes[node].core.as_mut() {
-                    core.tick();
-                }
+                // The ticks themselves ran in `catch_up_ticks`; this event
+                // is the driver's timer, waking it for the next one.
                 self.after_input(node);
-                let at = self.now + self.nodes[node].tick_period;
+                let n = &self.nodes[node];
+                let at = n.clock.next_due_us().max(n.clock_stopped_until);
                 self.schedule(at, Event::Tick { node, inc });
             }
             Event::Fsync { node, inc } => {
@@ -712,7 +769,9 @@ impl World {
             }
         }
         let inc = self.nodes[x].inc;
-        let at = self.now + self.rng.range(1, self.nodes[x].tick_period);
+        let period = self.nodes[x].tick_period;
+        let at = self.now + self.rng.range(1, period);
+        self.nodes[x].clock = TickClock::with_first_tick(at, period);
         self.schedule(at, Event::Tick { node: x, inc });
     }
 
@@ -1218,7 +1277,7 @@ impl World {
         if mix.snapshot {
             kinds.push(2);
         }
-        if mix.stall {
+        if mix.pause || mix.clock_stop {
             kinds.push(3);
         }
         if kinds.is_empty() {
@@ -1235,14 +1294,14 @@ impl World {
                 }
             }
             1 => self.crash_fault(),
-            3 => self.stall_fault(),
+            3 => self.pause_fault(),
             _ => self.snapshot_fault(),
         }
     }
 
-    /// Stops one node's clock for 0.2-1 s, a leader's more often than not
-    /// (a paused leader is what a lease must survive).
-    fn stall_fault(&mut self) {
+    /// Pauses one node, or stops its clock, for 0.2-1 s; a leader more
+    /// often than not (a paused leader is what a lease must survive).
+    fn pause_fault(&mut self) {
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|&x| self.nodes[x].is_up())
             .collect();
@@ -1259,13 +1318,18 @@ impl World {
         } else {
             self.rng.pick(&up)
         };
+        let mix = self.opts.faults;
+        let clock_stop = mix.clock_stop && (!mix.pause || self.rng.chance(0.5));
         let until = self.now + self.rng.range(200_000, 1_000_000);
-        self.nodes[x].stalled_until = until;
         let id = self.nodes[x].id;
-        self.trace(format!(
-            "n{id}'s clock stalls for {} ms",
-            (until - self.now) / 1000
-        ));
+        let ms = (until - self.now) / 1000;
+        if clock_stop {
+            self.nodes[x].clock_stopped_until = until;
+            self.trace(format!("n{id}'s clock stops for {ms} ms"));
+        } else {
+            self.nodes[x].paused_until = until;
+            self.trace(format!("n{id} pauses for {ms} ms"));
+        }
     }
 
     fn network_fault(&mut self) {
@@ -1399,7 +1463,8 @@ impl World {
         node.inc += 1;
         node.pending.clear();
         node.fsync_scheduled = false;
-        node.stalled_until = 0;
+        node.paused_until = 0;
+        node.clock_stopped_until = 0;
         let loss = if power {
             let unsynced = node.disk.unsynced_ops() as u64;
             let keep = rng.range(0, unsynced) as usize;
