@@ -228,6 +228,9 @@ pub struct RaftCore {
     /// Leader: new entries or a new commit index to tell followers about.
     need_broadcast: bool,
     snapshots_to_send: Vec<NodeId>,
+    /// False while this server's data dir may have replaced a wiped one
+    /// (`crate::incarnation`): it then neither votes nor campaigns.
+    may_vote: bool,
     bugs: BugSwitches,
 }
 
@@ -313,6 +316,7 @@ impl RaftCore {
             events: Vec::new(),
             need_broadcast: false,
             snapshots_to_send: Vec::new(),
+            may_vote: true,
             bugs: BugSwitches::default(),
         };
         core.reset_election_timer();
@@ -322,6 +326,18 @@ impl RaftCore {
     /// Test-only fault injection; see [`BugSwitches`].
     pub fn set_bug_switches(&mut self, bugs: BugSwitches) {
         self.bugs = bugs;
+    }
+
+    /// Whether this server may vote and campaign (default: yes). A driver
+    /// whose data dir is new turns it off until the other voters vouch that
+    /// it never voted under another incarnation (`crate::incarnation`):
+    /// §5.2 allows one vote per term, and a wiped disk forgets which.
+    pub fn set_may_vote(&mut self, may_vote: bool) {
+        self.may_vote = may_vote;
+    }
+
+    pub fn may_vote(&self) -> bool {
+        self.may_vote
     }
 
     // ----- Accessors ------------------------------------------------------
@@ -413,7 +429,7 @@ impl RaftCore {
             RaftState::Leader => self.tick_leader(),
             _ => {
                 self.election_elapsed += 1;
-                if self.election_elapsed >= self.randomized_election_timeout {
+                if self.election_elapsed >= self.randomized_election_timeout && self.may_vote {
                     // §5.2: "If election timeout elapses without receiving
                     // AppendEntries RPC from current leader or granting vote to
                     // candidate: convert to candidate."
@@ -896,7 +912,7 @@ impl RaftCore {
             // Thesis §9.6: grant a pre-vote only to a candidate whose log is
             // up to date and only if we have not heard from a leader within
             // the minimum election timeout. Nothing is changed or persisted.
-            let grant = a.term > self.term && log_ok && !self.in_lease();
+            let grant = a.term > self.term && log_ok && !self.in_lease() && self.may_vote;
             let reply = RequestVoteReply {
                 term: if grant { a.term } else { self.term },
                 vote_granted: grant,
@@ -911,7 +927,9 @@ impl RaftCore {
         // of this term: it already has a majority.
         let can_vote = self.voted_for == Some(a.candidate_id)
             || (self.voted_for.is_none() && self.leader_id.is_none());
-        let grant = can_vote && log_ok;
+        // A server that may have voted in a life it forgot grants nothing
+        // (see `set_may_vote`).
+        let grant = can_vote && log_ok && self.may_vote;
         if grant {
             self.voted_for = Some(a.candidate_id);
             self.reset_election_timer();

@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod incarnation;
 pub mod list_state_machine;
 pub mod log;
 pub mod log_writer;
@@ -33,6 +34,7 @@ pub use crate::config::{ConfigError, RaftConfig};
 pub use crate::core::{
     BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
 };
+pub use crate::incarnation::{IncarnationBook, PeerRecord, PeerVerdict, VoteRight};
 pub use crate::list_state_machine::{ListOutput, ListStateMachine};
 pub use crate::log_writer::WriteDone;
 pub use crate::message::{
