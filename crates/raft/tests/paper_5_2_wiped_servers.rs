@@ -53,7 +53,10 @@ fn a_server_that_may_not_vote_grants_no_pre_vote_and_never_campaigns() {
         s.tick();
         assert_eq!(s.state(), RaftState::Follower);
     }
-    assert!(s.ready().persisted_messages.is_empty(), "no RequestVote sent");
+    assert!(
+        s.ready().persisted_messages.is_empty(),
+        "no RequestVote sent"
+    );
     s.step(raft::Message {
         from: 2,
         to: 3,

@@ -156,6 +156,24 @@ fn read_index_is_safe_with_stopped_clocks_and_pauses() {
 }
 
 #[test]
+fn wiped_nodes_never_vote_again_so_no_two_leaders_share_a_term() {
+    // Issue 13: a node whose data dir is lost restarts at term 0 with no
+    // vote, and without `raft::incarnation` it would vote again in a term
+    // where it already voted. Its peers' books know its old incarnation and
+    // suspend its vote; the Election Safety check sees any second leader.
+    let faults: FaultMix = "wipe,crash,partition".parse().expect("fault names");
+    let mut wipes = 0;
+    for (nodes, seeds) in [(3, 40), (5, 15)] {
+        for seed in 0..seeds {
+            let outcome = run(&options(seed, nodes, 20_000, faults));
+            assert!(outcome.passed(), "{}", outcome.report());
+            wipes += outcome.stats.wipes;
+        }
+    }
+    assert!(wipes > 20, "data dirs were wiped: {wipes}");
+}
+
+#[test]
 fn a_seed_replays_exactly() {
     for mix in [FaultMix::all(), FaultMix::snapshots()] {
         let opts = SimOptions {
@@ -896,6 +914,32 @@ mod each_injected_bug_is_caught_within_a_bounded_number_of_seeds {
                     3,
                     20_000,
                     "pause,partition".parse().expect("fault names"),
+                )
+            },
+        );
+    }
+
+    #[test]
+    fn ignore_vote_right() {
+        // A wiped node that votes at once gives some term two leaders.
+        caught(
+            Bug::IgnoreVoteRight,
+            &[
+                ViolationKind::ElectionSafety,
+                ViolationKind::LeaderCompleteness,
+                ViolationKind::UnsafeCommit,
+                ViolationKind::Durability,
+                ViolationKind::Linearizability,
+                ViolationKind::StaleRead,
+                ViolationKind::LogMatching,
+                ViolationKind::StateMachineSafety,
+            ],
+            |seed| {
+                options(
+                    seed,
+                    3,
+                    20_000,
+                    "wipe,crash,partition".parse().expect("fault names"),
                 )
             },
         );

@@ -539,19 +539,24 @@ impl Invariants {
     /// Raft a majority durably holds an entry of the committing leader's
     /// term at or after `index`, and refuses every log that lacks it; the
     /// Figure 8 bug commits without such a majority.
-    pub fn check_commit_safety(&self, logs: &[(NodeId, Vec<LogView>)]) -> Check {
+    /// `logs`: each node's id, whether it may ever vote (a node whose
+    /// data dir was wiped never does: `raft::incarnation`), and the views
+    /// of its log.
+    pub fn check_commit_safety(&self, logs: &[(NodeId, bool, Vec<LogView>)]) -> Check {
         let Some((index, term)) = self.last_committed() else {
             return Ok(());
         };
         let quorum = logs.len() / 2 + 1;
-        for (candidate, views) in logs {
+        for (candidate, _, views) in logs.iter().filter(|(_, may_vote, _)| *may_vote) {
             for y in views.iter().filter(|v| v.term_at(index) != Some(term)) {
                 let voters: Vec<NodeId> = logs
                     .iter()
-                    .filter(|(voter, own)| {
-                        voter == candidate || own.iter().any(|v| y.at_least_as_up_to_date_as(v))
+                    .filter(|(voter, may_vote, own)| {
+                        *may_vote
+                            && (voter == candidate
+                                || own.iter().any(|v| y.at_least_as_up_to_date_as(v)))
                     })
-                    .map(|(voter, _)| *voter)
+                    .map(|(voter, _, _)| *voter)
                     .collect();
                 if voters.len() >= quorum {
                     let names: Vec<String> = voters.iter().map(|v| format!("n{v}")).collect();

@@ -33,7 +33,7 @@ pub struct SimArgs {
     pub steps: u64,
     /// Faults: none, all, partitions, crashes, network, snapshots, or a
     /// comma list of partition, asym, bridge, crash, power, loss, dup,
-    /// reorder, delay, drift, snapshot, snapshot-churn, pause, clock-stop
+    /// reorder, delay, drift, snapshot, snapshot-churn, pause, clock-stop, wipe
     /// (`all` is every one but snapshot-churn and clock-stop).
     #[arg(long, default_value = "all")]
     pub faults: FaultMix,
@@ -47,7 +47,8 @@ pub struct SimArgs {
     /// commit-previous-term-by-counting, forget-to-persist-vote,
     /// truncate-on-stale-append, read-without-quorum-check, skip-noop-on-election;
     /// or one in the simulator's driver: compact-before-snapshot-durable,
-    /// install-without-restore, keep-superseded-log, skip-missed-ticks.
+    /// install-without-restore, keep-superseded-log, skip-missed-ticks,
+    /// ignore-vote-right.
     #[arg(long)]
     pub bug: Option<Bug>,
     /// Fix pre-vote on or off (default: drawn from the seed).

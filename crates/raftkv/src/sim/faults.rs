@@ -59,9 +59,15 @@ pub struct FaultMix {
     /// it breaks them; ReadIndex does not care. Not part of `all`: it
     /// shows the assumption, it is not a fault leases must survive.
     pub clock_stop: bool,
+    /// `wipe`: a node crashes and loses its whole data dir (a dead disk,
+    /// an operator's `rm -rf`), then restarts empty with the same id. It
+    /// forgot its votes, so its peers' incarnation books must keep it from
+    /// voting again (`raft::incarnation`); at most `n - quorum` nodes are
+    /// wiped in a run, since each one leaves the voters for good.
+    pub wipe: bool,
 }
 
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 15] = [
     "partition",
     "asym",
     "bridge",
@@ -76,6 +82,7 @@ const NAMES: [&str; 14] = [
     "snapshot-churn",
     "pause",
     "clock-stop",
+    "wipe",
 ];
 
 impl FaultMix {
@@ -167,6 +174,7 @@ impl FaultMix {
             "snapshot-churn" => &mut self.snapshot_churn,
             "pause" => &mut self.pause,
             "clock-stop" => &mut self.clock_stop,
+            "wipe" => &mut self.wipe,
             _ => return None,
         })
     }
@@ -242,7 +250,7 @@ impl FromStr for FaultMix {
 }
 
 /// A bug the core can be told to have (see [`raft::BugSwitches`]), or,
-/// for the last four, the simulator's own driver: each breaks one
+/// for the last five, the simulator's own driver: each breaks one
 /// rule, so a test can prove the simulator notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bug {
@@ -270,10 +278,14 @@ pub enum Bug {
     /// (tokio's `MissedTickBehavior::Delay` without `raft::clock`), so a
     /// resumed leader believes in a lease that ran out during the pause.
     SkipMissedTicks,
+    /// Driver: ignore the vote right (`raft::incarnation`), so a node
+    /// whose data dir was wiped votes at once, in terms where it may have
+    /// voted before its wipe.
+    IgnoreVoteRight,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::CommitPreviousTermByCounting,
         Bug::ForgetToPersistVote,
         Bug::TruncateOnStaleAppend,
@@ -283,6 +295,7 @@ impl Bug {
         Bug::InstallWithoutRestore,
         Bug::KeepSupersededLog,
         Bug::SkipMissedTicks,
+        Bug::IgnoreVoteRight,
     ];
 
     pub fn name(self) -> &'static str {
@@ -296,6 +309,7 @@ impl Bug {
             Bug::InstallWithoutRestore => "install-without-restore",
             Bug::KeepSupersededLog => "keep-superseded-log",
             Bug::SkipMissedTicks => "skip-missed-ticks",
+            Bug::IgnoreVoteRight => "ignore-vote-right",
         }
     }
 
@@ -311,7 +325,8 @@ impl Bug {
             Bug::CompactBeforeSnapshotDurable
             | Bug::InstallWithoutRestore
             | Bug::KeepSupersededLog
-            | Bug::SkipMissedTicks => {}
+            | Bug::SkipMissedTicks
+            | Bug::IgnoreVoteRight => {}
         }
         b
     }

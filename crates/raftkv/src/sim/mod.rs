@@ -148,6 +148,8 @@ pub struct SimStats {
     pub elections: u64,
     pub crashes: u64,
     pub power_losses: u64,
+    /// Data dirs wiped (the `wipe` fault).
+    pub wipes: u64,
     pub partitions: u64,
     pub ops_ok: u64,
     pub ops_failed: u64,
@@ -213,8 +215,8 @@ impl SimOutcome {
         out.push_str(&format!("config: {}\n", self.config));
         let s = &self.stats;
         out.push_str(&format!(
-            "stats: {} steps, {} virtual ms, {} elections, {} crashes ({} power losses), {} partitions, ops {} ok / {} failed / {} unknown\n",
-            s.steps, s.virtual_ms, s.elections, s.crashes, s.power_losses, s.partitions, s.ops_ok, s.ops_failed, s.ops_unknown
+            "stats: {} steps, {} virtual ms, {} elections, {} crashes ({} power losses, {} wipes), {} partitions, ops {} ok / {} failed / {} unknown\n",
+            s.steps, s.virtual_ms, s.elections, s.crashes, s.power_losses, s.wipes, s.partitions, s.ops_ok, s.ops_failed, s.ops_unknown
         ));
         if self.options.lease_reads {
             out.push_str(&format!("lease reads: {}\n", s.lease_reads));

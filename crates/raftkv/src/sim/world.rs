@@ -27,8 +27,9 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use self::snapshots::{Incoming, SnapshotWrite, Transfer};
 
 use raft::{
-    EntryKind, LogEntry, LogIndex, Message, NodeId, NotLeader, RaftConfig, RaftCore, RaftState,
-    ReadState, Ready, Rpc, StateMachine, Term, TickClock,
+    EntryKind, IncarnationBook, LogEntry, LogIndex, Message, NodeId, NotLeader, PeerVerdict,
+    RaftConfig, RaftCore, RaftState, ReadState, Ready, Rpc, StateMachine, Term, TickClock,
+    VoteRight,
 };
 
 use crate::kv::{encode_command, KvOutput, KvQuery, KvStore};
@@ -65,6 +66,9 @@ enum Event {
     },
     Deliver {
         msg: Message,
+        /// The sender's data-dir incarnation when it sent it (the peer
+        /// handshake of `raft::incarnation` precedes every message).
+        incarnation: u64,
         sent_at: u64,
         dup: bool,
         late: bool,
@@ -82,6 +86,26 @@ enum Event {
         op: usize,
     },
     Fault,
+    /// `raft::incarnation`'s handshake: `from` presents its data dir's
+    /// incarnation to `to`, whose book judges it.
+    Hello {
+        from: usize,
+        to: usize,
+        incarnation: u64,
+    },
+    /// The verdict of `from`'s book on `to`, in `to`'s life `inc`.
+    HelloReply {
+        to: usize,
+        inc: u32,
+        from: usize,
+        verdict: PeerVerdict,
+    },
+    /// A node whose vote is pending greets the voters that have not
+    /// cleared it yet (again every 200 ms while it is pending).
+    HelloRound {
+        node: usize,
+        inc: u32,
+    },
     /// A targeted crash (see `check_node`), if the node is still in the
     /// same life.
     Crash {
@@ -188,6 +212,15 @@ struct Node {
     incoming: Option<Incoming>,
     /// Snapshots this node installed from a leader, over all its lives.
     installs: u64,
+    /// This data dir's incarnation (`raft::incarnation`); new at a wipe.
+    incarnation: u64,
+    /// Durable with the data dir: the incarnation last seen of each peer.
+    book: IncarnationBook,
+    /// Durable with the data dir: whether this node may vote.
+    vote_right: VoteRight,
+    /// The data dir was wiped during the run (ground truth for the checks:
+    /// this node must never vote again).
+    wiped: bool,
 }
 
 impl Node {
@@ -294,6 +327,10 @@ impl World {
                 };
                 Node {
                     id,
+                    incarnation: rng.next_u64(),
+                    book: IncarnationBook::default(),
+                    vote_right: VoteRight::for_new_data_dir(id, &ids),
+                    wiped: false,
                     core: None,
                     disk: SimDisk::new(),
                     kv: KvStore::new(),
@@ -573,6 +610,8 @@ impl World {
             | Event::SnapshotStep { node, .. }
             | Event::SnapshotChunkTimeout { node, .. } => Some(*node),
             Event::Deliver { msg, .. } => Some(msg.to as usize - 1),
+            Event::Hello { to, .. } | Event::HelloReply { to, .. } => Some(*to),
+            Event::HelloRound { node, .. } => Some(*node),
             Event::ClientArrive { op } => Some(self.history[*op].node as usize - 1),
             _ => None,
         }
@@ -644,18 +683,37 @@ impl World {
             }
             Event::Deliver {
                 msg,
+                incarnation,
                 sent_at,
                 dup,
                 late,
                 rpc,
-            } => self.deliver(msg, sent_at, dup, late, rpc),
+            } => self.deliver(msg, incarnation, sent_at, dup, late, rpc),
+            Event::Hello {
+                from,
+                to,
+                incarnation,
+            } => self.on_hello(from, to, incarnation),
+            Event::HelloReply {
+                to,
+                inc,
+                from,
+                verdict,
+            } => self.on_hello_reply(to, inc, from, verdict),
+            Event::HelloRound { node, inc } => self.hello_round(node, inc),
             Event::ClientStart { client } => self.client_start(client),
             Event::ClientArrive { op } => self.client_arrive(op),
             Event::ClientTimeout { op } => self.client_timeout(op),
             Event::Fault => self.fault(),
             Event::Crash { node, inc } => {
                 if self.faults_on && self.alive(node, inc) {
-                    self.crash_and_schedule_restart(node, true);
+                    // Right after a vote is when a wipe can make a double
+                    // vote (§5.2).
+                    if self.opts.faults.wipe && self.may_wipe(node) && self.rng.chance(0.3) {
+                        self.wipe(node);
+                    } else {
+                        self.crash_and_schedule_restart(node, true);
+                    }
                 }
             }
             Event::Restart { node, inc } => {
@@ -745,6 +803,8 @@ impl World {
                 if let Some(bug) = self.opts.bug {
                     core.set_bug_switches(bug.switches());
                 }
+                let ignore = self.has_bug(crate::sim::Bug::IgnoreVoteRight);
+                core.set_may_vote(ignore || self.nodes[x].vote_right.may_vote());
                 let node = &mut self.nodes[x];
                 node.role = (core.state(), core.term());
                 node.voted_for = core.voted_for();
@@ -773,6 +833,9 @@ impl World {
         let at = self.now + self.rng.range(1, period);
         self.nodes[x].clock = TickClock::with_first_tick(at, period);
         self.schedule(at, Event::Tick { node: x, inc });
+        if matches!(self.nodes[x].vote_right, VoteRight::Pending { .. }) {
+            self.schedule(at, Event::HelloRound { node: x, inc });
+        }
     }
 
     fn after_input(&mut self, x: usize) {
@@ -942,7 +1005,7 @@ impl World {
         };
         // A snapshot holds only committed entries (the state digests check
         // it), so the index it covers counts as held with its committed term.
-        let logs: Vec<(NodeId, Vec<LogView>)> = self
+        let logs: Vec<(NodeId, bool, Vec<LogView>)> = self
             .nodes
             .iter()
             .map(|n| {
@@ -974,7 +1037,10 @@ impl World {
                         committed_index: index,
                     });
                 }
-                (n.id, views)
+                // A node that will never vote (its data dir was wiped)
+                // can neither be elected nor help elect anyone.
+                let may_vote = !n.wiped && n.vote_right != VoteRight::Suspended;
+                (n.id, may_vote, views)
             })
             .collect();
         let result = self.inv.check_commit_safety(&logs);
@@ -1204,6 +1270,7 @@ impl World {
                         at,
                         Event::Deliver {
                             msg: m.clone(),
+                            incarnation: self.nodes[from].incarnation,
                             sent_at,
                             dup: i > 0,
                             late,
@@ -1219,7 +1286,15 @@ impl World {
         true
     }
 
-    fn deliver(&mut self, msg: Message, sent_at: u64, dup: bool, late: bool, rpc: u64) {
+    fn deliver(
+        &mut self,
+        msg: Message,
+        incarnation: u64,
+        sent_at: u64,
+        dup: bool,
+        late: bool,
+        rpc: u64,
+    ) {
         let (from, to) = (msg.from as usize - 1, msg.to as usize - 1);
         let mut line = fmt_message(&msg);
         if dup {
@@ -1240,6 +1315,9 @@ impl World {
         }
         self.stats.messages_delivered += 1;
         self.trace(line);
+        // The connection's handshake: the receiver's book (durable) has the
+        // sender's incarnation before it handles anything the sender sent.
+        self.nodes[to].book.check(msg.from, incarnation);
         // Snapshot chunks and their replies go through the driver, as in
         // `RaftServer`: the core decides, the driver owns the bytes.
         match &msg.rpc {
@@ -1280,6 +1358,9 @@ impl World {
         if mix.pause || mix.clock_stop {
             kinds.push(3);
         }
+        if mix.wipe {
+            kinds.push(4);
+        }
         if kinds.is_empty() {
             return;
         }
@@ -1295,6 +1376,7 @@ impl World {
             }
             1 => self.crash_fault(),
             3 => self.pause_fault(),
+            4 => self.wipe_fault(),
             _ => self.snapshot_fault(),
         }
     }
@@ -1415,6 +1497,124 @@ impl World {
         let epoch = self.net_epoch;
         let at = self.now + self.rng.range(200_000, 5_000_000);
         self.schedule(at, Event::HealNetwork { epoch });
+    }
+
+    // ----- Wiped data dirs (`raft::incarnation`) -------------------------------
+
+    /// Wipes the data dir of an up node, if the run can afford one more
+    /// node that never votes again.
+    fn wipe_fault(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|&x| self.nodes[x].is_up() && self.may_wipe(x))
+            .collect();
+        if !up.is_empty() {
+            let x = self.rng.pick(&up);
+            self.wipe(x);
+        }
+    }
+
+    /// A wiped node never votes again (until membership changes re-add it),
+    /// so at most `n - quorum` nodes may be wiped, or no majority of voters
+    /// is left and the liveness check would fail for a reason it should.
+    fn may_wipe(&self, x: usize) -> bool {
+        let n = self.nodes.len();
+        let wiped = self.nodes.iter().filter(|n| n.wiped).count();
+        self.nodes[x].wiped || wiped < n - (n / 2 + 1)
+    }
+
+    /// Crashes `x` and loses its whole data dir: log, hard state,
+    /// snapshots, its book of peers. It comes back with a new incarnation
+    /// and a pending vote, which its peers' books must turn into a
+    /// suspended one.
+    fn wipe(&mut self, x: usize) {
+        self.crash(x, false);
+        let incarnation = self.rng.next_u64();
+        let node = &mut self.nodes[x];
+        node.disk = SimDisk::new();
+        node.book = IncarnationBook::default();
+        node.incarnation = incarnation;
+        node.vote_right = VoteRight::for_new_data_dir(node.id, &self.ids);
+        node.wiped = true;
+        let id = node.id;
+        self.stats.wipes += 1;
+        self.trace(format!(
+            "n{id}'s data dir is wiped: it restarts empty, incarnation {incarnation:016x}"
+        ));
+        let at = self.now + self.rng.range(5_000, 1_000_000);
+        let inc = self.nodes[x].inc;
+        self.schedule(at, Event::Restart { node: x, inc });
+    }
+
+    fn hello_round(&mut self, x: usize, inc: u32) {
+        if !self.alive(x, inc) || !matches!(self.nodes[x].vote_right, VoteRight::Pending { .. }) {
+            return;
+        }
+        for p in 0..self.nodes.len() {
+            if p != x && self.nodes[x].vote_right.waits_for(self.nodes[p].id) {
+                let at = self.now + self.rng.range(500, 5_000);
+                let incarnation = self.nodes[x].incarnation;
+                self.schedule(
+                    at,
+                    Event::Hello {
+                        from: x,
+                        to: p,
+                        incarnation,
+                    },
+                );
+            }
+        }
+        let at = self.now + 200_000;
+        self.schedule(at, Event::HelloRound { node: x, inc });
+    }
+
+    fn on_hello(&mut self, from: usize, to: usize, incarnation: u64) {
+        if !self.nodes[to].is_up() || self.net.is_cut(from, to) {
+            return;
+        }
+        let from_id = self.nodes[from].id;
+        let (verdict, _) = self.nodes[to].book.check(from_id, incarnation);
+        let at = self.now + self.rng.range(500, 5_000);
+        let inc = self.nodes[from].inc;
+        self.schedule(
+            at,
+            Event::HelloReply {
+                to: from,
+                inc,
+                from: to,
+                verdict,
+            },
+        );
+    }
+
+    fn on_hello_reply(&mut self, to: usize, inc: u32, from: usize, verdict: PeerVerdict) {
+        if !self.alive(to, inc) || self.net.is_cut(from, to) {
+            return;
+        }
+        let (me, peer) = (self.nodes[to].id, self.nodes[from].id);
+        if !self.nodes[to]
+            .vote_right
+            .on_verdict(me, &self.ids, peer, verdict)
+        {
+            return;
+        }
+        match self.nodes[to].vote_right {
+            VoteRight::Allowed => {
+                if let Some(core) = self.nodes[to].core.as_mut() {
+                    core.set_may_vote(true);
+                }
+                self.trace(format!("n{me} may vote: every other voter vouched for it"));
+                if self.nodes[to].wiped {
+                    self.fail(
+                        ViolationKind::ElectionSafety,
+                        format!("n{me} regained its vote after its data dir was wiped: it may vote twice in a term"),
+                    );
+                }
+            }
+            VoteRight::Suspended => self.trace(format!(
+                "n{me}'s vote is suspended: n{peer} knew another incarnation of it"
+            )),
+            VoteRight::Pending { .. } => self.trace(format!("n{me} cleared by n{peer}")),
+        }
     }
 
     fn crash_fault(&mut self) {
@@ -1748,7 +1948,13 @@ impl World {
         // Failover without client traffic: the leader dies, and the others
         // must elect a new one that commits an entry of its own term (its
         // no-op, §8), which also commits whatever its predecessors left.
-        let leader = if self.nodes.len() >= 3 {
+        // Only if the others hold a majority of votes: a node whose data dir
+        // was wiped votes no more.
+        let n = self.nodes.len();
+        let voters_left = (0..n)
+            .filter(|&x| x != leader && !self.nodes[x].wiped)
+            .count();
+        let leader = if n >= 3 && voters_left > n / 2 {
             let id = self.nodes[leader].id;
             self.trace(format!("failover check: crash leader n{id}"));
             self.crash(leader, false);
