@@ -131,6 +131,8 @@ pub struct Status {
     pub lease_reads: bool,
     /// Reads this node answered from its lease since it started.
     pub lease_reads_served: u64,
+    /// Whether this node may vote and campaign (`crate::incarnation`).
+    pub may_vote: bool,
 }
 
 type Reply<O> = oneshot::Sender<Result<O, ClientError>>;
@@ -143,6 +145,7 @@ enum Command<O> {
     Submit { data: Vec<u8>, reply: Reply<O> },
     Read { query: Vec<u8>, reply: Reply<O> },
     Snapshot { reply: SnapshotReply },
+    SetMayVote(bool),
     Shutdown,
 }
 
@@ -240,6 +243,12 @@ impl<O: Send + 'static> RaftHandle<O> {
             .map_err(|_| "the raft server has stopped".to_string())?
     }
 
+    /// Gives or withholds this server's right to vote and campaign (see
+    /// `RaftCore::set_may_vote` and `crate::incarnation`).
+    pub async fn set_may_vote(&self, may_vote: bool) {
+        let _ = self.commands.send(Command::SetMayVote(may_vote)).await;
+    }
+
     /// Asks the server to stop; pending requests fail with `Stopped`.
     pub async fn shutdown(&self) {
         let _ = self.commands.send(Command::Shutdown).await;
@@ -270,6 +279,10 @@ pub struct ServerExtras {
     /// under load, but a thread outside tokio, so tests on tokio's paused
     /// clock leave it off (the clock would jump while the disk works).
     pub background_writes: bool,
+    /// Start without the right to vote or campaign, until
+    /// [`RaftHandle::set_may_vote`] gives it (a new data dir that the other
+    /// voters have not vouched for yet: `crate::incarnation`).
+    pub vote_withheld: bool,
 }
 
 /// Capacity of the client command queue: beyond it, `submit` waits.
@@ -346,6 +359,8 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             snapshot.map(|m| (m.last_index, m.last_term)),
             parts.seed,
         )?;
+        let mut core = core;
+        core.set_may_vote(!extras.vote_withheld);
         let (mut node, peer_events) = RaftNode::new(core, storage, parts.transport);
         if let Some(observer) = extras.observer {
             node.set_observer(observer);
@@ -558,6 +573,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 }
             }
             Command::Snapshot { reply } => self.maybe_snapshot(Some(reply)),
+            Command::SetMayVote(may_vote) => self.node.core_mut().set_may_vote(may_vote),
             Command::Shutdown => {}
         }
     }
@@ -702,6 +718,7 @@ fn status_of(core: &RaftCore) -> Status {
         snapshot_bytes_sent: 0,
         lease_reads: core.config().lease_reads,
         lease_reads_served: core.lease_reads_served(),
+        may_vote: core.may_vote(),
         last_contact_ms: core
             .peer_contact_ticks()
             .into_iter()

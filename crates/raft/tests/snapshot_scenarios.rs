@@ -69,6 +69,7 @@ impl Cluster {
                 observer: None,
                 snapshots: Some(snapshots),
                 background_writes: false,
+                vote_withheld: false,
             },
         )
         .expect("server starts");
@@ -290,6 +291,7 @@ fn single(
             observer: None,
             snapshots: Some(SnapshotStore::open(dir).expect("store")),
             background_writes: false,
+            vote_withheld: false,
         },
     )
 }

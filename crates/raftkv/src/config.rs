@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use raft::{NodeId, RaftConfig};
+use raft::{IncarnationBook, NodeId, RaftConfig, VoteRight};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -252,6 +252,36 @@ pub struct ClusterMeta {
     pub cluster_id: String,
     pub node_id: NodeId,
     pub members: BTreeMap<NodeId, String>,
+    /// This data dir's incarnation, random at creation (`raft::incarnation`).
+    /// 0 in data dirs created before incarnations existed.
+    #[serde(default)]
+    pub incarnation: u64,
+    /// Whether this node may vote; a data dir from before incarnations has
+    /// history, so it may.
+    #[serde(default = "allowed")]
+    pub vote: VoteRight,
+    /// The incarnation last seen of each peer.
+    #[serde(default)]
+    pub peers: IncarnationBook,
+}
+
+fn allowed() -> VoteRight {
+    VoteRight::Allowed
+}
+
+/// A random incarnation for a new data dir. Not a secret, only unlikely to
+/// repeat: std's per-process random hash keys, the clock and the pid.
+fn new_incarnation() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
 }
 
 const META_FILE: &str = "cluster.json";
@@ -261,10 +291,16 @@ impl ClusterMeta {
     pub fn new(node_id: NodeId, members: BTreeMap<NodeId, String>) -> ClusterMeta {
         let text: String = members.iter().map(|(id, a)| format!("{id}={a};")).collect();
         let cluster_id = format!("{:08x}", crc32c::crc32c(text.as_bytes()));
+        let voters: Vec<NodeId> = members.keys().copied().collect();
         ClusterMeta {
             cluster_id,
             node_id,
             members,
+            incarnation: new_incarnation(),
+            // A new data dir: it may vote once every other voter has said
+            // it never knew another incarnation of this node.
+            vote: VoteRight::for_new_data_dir(node_id, &voters),
+            peers: IncarnationBook::default(),
         }
     }
 
@@ -309,10 +345,15 @@ impl ClusterMeta {
             )));
         }
         let meta = ClusterMeta::new(config.id, config.cluster.clone());
-        let text = serde_json::to_string_pretty(&meta).map_err(|e| invalid(e.to_string()))?;
-        write_atomically(dir, META_FILE, text.as_bytes())
+        meta.store(dir)
             .map_err(|e| invalid(format!("--data-dir: cannot write {}: {e}", path.display())))?;
         Ok(meta)
+    }
+
+    /// Writes this meta to `dir` crash-safely.
+    pub fn store(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        write_atomically(dir, META_FILE, text.as_bytes())
     }
 }
 

@@ -34,6 +34,8 @@ struct StatusJson {
     last_log_index: u64,
     last_log_term: u64,
     /// Leader only: replication progress of each follower.
+    /// This node's vote right: allowed, pending or suspended.
+    vote: &'static str,
     peers: Vec<PeerJson>,
 }
 
@@ -60,6 +62,7 @@ async fn status(State(shared): State<Arc<Shared>>) -> Json<StatusJson> {
         last_applied: s.last_applied,
         last_log_index: s.last_log_index,
         last_log_term: s.last_log_term,
+        vote: shared.identity.vote_right().name(),
         peers: s
             .replication
             .iter()

@@ -4,6 +4,7 @@ pub mod commands;
 pub mod config;
 pub mod forward;
 pub mod http;
+pub mod identity;
 pub mod kv;
 pub mod metrics;
 pub mod peer;

@@ -81,9 +81,11 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use raft::{
     AppendEntriesArgs, AppendEntriesReply, IncomingRpc, InstallSnapshotArgs, InstallSnapshotReply,
-    NodeId, RequestVoteArgs, RequestVoteReply, Rpc, Transport, TransportError,
+    NodeId, PeerVerdict, RequestVoteArgs, RequestVoteReply, Rpc, Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
+
+use crate::identity::NodeIdentity;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::error::TrySendError;
@@ -92,7 +94,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Bumped whenever [`Frame`] changes incompatibly; peers must agree exactly.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the hello and its answer carry the data dirs' incarnations and the
+/// verdict on them (`raft::incarnation`).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame either side accepts (or sends). A bigger frame closes
 /// the connection: it is either a bug or not a raftkv peer at all.
@@ -139,6 +143,9 @@ pub struct PeerConfig {
     pub request_timeout: Duration,
     /// Bounds a dial plus its handshake, and how long an acceptor waits for a hello.
     pub connect_timeout: Duration,
+    /// This node's incarnation, its book of the peers' incarnations and its
+    /// vote right, which every handshake consults and updates.
+    pub identity: Arc<NodeIdentity>,
 }
 
 /// A forwarded client request that arrived for this node.
@@ -177,9 +184,15 @@ pub enum Frame {
         cluster_id: String,
         from: NodeId,
         to: NodeId,
+        /// The dialer's data-dir incarnation.
+        incarnation: u64,
     },
-    /// Acceptor → dialer: requests may follow.
-    HelloOk,
+    /// Acceptor → dialer: requests may follow. The acceptor's incarnation,
+    /// and what its book says of the dialer's (both already durable).
+    HelloOk {
+        incarnation: u64,
+        verdict: PeerVerdict,
+    },
     /// Acceptor → dialer, then the acceptor closes the connection.
     HelloRefused {
         reason: String,
@@ -224,7 +237,7 @@ impl Frame {
     pub fn kind(&self) -> &'static str {
         match self {
             Frame::Hello { .. } => "Hello",
-            Frame::HelloOk => "HelloOk",
+            Frame::HelloOk { .. } => "HelloOk",
             Frame::HelloRefused { .. } => "HelloRefused",
             Frame::Request { .. } => "Request",
             Frame::Response { .. } => "Response",
@@ -328,6 +341,7 @@ enum CallError {
 /// What a peer's task needs to know.
 struct PeerLink {
     me: NodeId,
+    identity: Arc<NodeIdentity>,
     peer: NodeId,
     addr: String,
     cluster_id: String,
@@ -401,6 +415,7 @@ impl TcpTransport {
             let (queue, rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
             let link = PeerLink {
                 me: config.id,
+                identity: config.identity.clone(),
                 peer,
                 addr: addr.clone(),
                 cluster_id: config.cluster_id.clone(),
@@ -744,6 +759,7 @@ async fn dial_and_greet(link: &PeerLink) -> Result<(FrameReader, FrameWriter), D
         cluster_id: link.cluster_id.clone(),
         from: link.me,
         to: link.peer,
+        incarnation: link.identity.incarnation,
     })
     .map_err(|e| DialError::Protocol(format!("cannot encode the hello: {e}")))?;
     writer.send(hello).await.map_err(DialError::Io)?;
@@ -753,7 +769,24 @@ async fn dial_and_greet(link: &PeerLink) -> Result<(FrameReader, FrameWriter), D
         )),
         Some(Err(e)) => Err(DialError::Io(e)),
         Some(Ok(bytes)) => match decode_frame(&bytes) {
-            Ok(Frame::HelloOk) => Ok((reader, writer)),
+            Ok(Frame::HelloOk {
+                incarnation,
+                verdict,
+            }) => {
+                // raft::incarnation: the acceptor's incarnation is in our
+                // book, and its verdict on ours in our vote right, before
+                // this connection carries a vote or anything else.
+                let identity = &link.identity;
+                identity
+                    .judge(link.peer, incarnation)
+                    .await
+                    .map_err(DialError::Io)?;
+                identity
+                    .on_verdict(link.peer, verdict)
+                    .await
+                    .map_err(DialError::Io)?;
+                Ok((reader, writer))
+            }
             Ok(Frame::HelloRefused { reason }) => Err(DialError::Refused(reason)),
             Ok(other) => Err(DialError::Protocol(format!(
                 "unexpected {} frame during the handshake",
@@ -944,8 +977,8 @@ impl Acceptor {
         }
     }
 
-    /// Why a hello is not acceptable, or the peer's id.
-    fn check_hello(&self, bytes: &[u8]) -> Result<NodeId, String> {
+    /// Why a hello is not acceptable, or the peer's id and incarnation.
+    fn check_hello(&self, bytes: &[u8]) -> Result<(NodeId, u64), String> {
         let ours = &self.config;
         match decode_frame(bytes) {
             Ok(Frame::Hello {
@@ -953,6 +986,7 @@ impl Acceptor {
                 cluster_id,
                 from,
                 to,
+                incarnation,
             }) => {
                 if version != PROTOCOL_VERSION {
                     Err(format!(
@@ -974,7 +1008,7 @@ impl Acceptor {
                     known.sort_unstable();
                     Err(format!("node {from} is not one of our peers {known:?}"))
                 } else {
-                    Ok(from)
+                    Ok((from, incarnation))
                 }
             }
             Ok(other) => Err(format!("expected a hello, got a {} frame", other.kind())),
@@ -1097,8 +1131,23 @@ async fn accept_handshake(
         Ok(Some(Ok(bytes))) => acceptor.check_hello(&bytes),
     };
     match verdict {
-        Ok(from) => {
-            let ok = match encode_frame(&Frame::HelloOk) {
+        Ok((from, incarnation)) => {
+            // raft::incarnation: the dialer's incarnation is in our book
+            // (durably) before any of its requests is read.
+            let verdict = match acceptor.config.identity.judge(from, incarnation).await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(
+                        peer = from,
+                        "cannot store node {from}'s incarnation: {e}; closing its connection"
+                    );
+                    return None;
+                }
+            };
+            let ok = match encode_frame(&Frame::HelloOk {
+                incarnation: acceptor.config.identity.incarnation,
+                verdict,
+            }) {
                 Ok(ok) => ok,
                 Err(e) => {
                     tracing::error!("cannot encode HelloOk: {e}");

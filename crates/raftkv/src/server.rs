@@ -29,6 +29,7 @@ use tokio::time::Instant;
 use crate::commands::{classify, Action, DataLimits, LocalCommand};
 use crate::config::{ClusterMeta, ServerConfig};
 use crate::forward::{self, ForwardReply, ForwardRequest, Outcome};
+use crate::identity::NodeIdentity;
 use crate::kv::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
 use crate::metrics::Metrics;
 use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};
@@ -133,6 +134,8 @@ const FORWARD_DEADLINE_SPREAD: Duration = Duration::from_millis(50);
 /// What every connection task shares.
 pub struct Shared {
     pub node_id: u64,
+    /// Incarnation and vote right (`INFO raft` shows the right).
+    pub identity: Arc<NodeIdentity>,
     pub handle: RaftHandle<KvOutput>,
     pub transport: TcpTransport,
     pub request_timeout: Duration,
@@ -172,7 +175,10 @@ pub async fn run(
         None => None,
     };
 
+    let identity = Arc::new(NodeIdentity::new(meta.clone(), config.data_dir.clone()));
+    let vote_withheld = !meta.vote.may_vote();
     let peer_config = PeerConfig {
+        identity: identity.clone(),
         id: config.id,
         cluster_id: meta.cluster_id.clone(),
         peers: meta
@@ -216,8 +222,39 @@ pub async fn run(
             // batches stay large: 3 nodes, 64 writers, 34,813 SET/s inline
             // vs 36,741 with the background writer (CPU per write -8 %).
             background_writes: true,
+            vote_withheld,
         },
     )?;
+    match &meta.vote {
+        raft::VoteRight::Allowed => {}
+        raft::VoteRight::Pending { .. } => tracing::info!(
+            id = config.id,
+            "new data dir: this node votes once every other voter has vouched that it \
+             never knew another incarnation of it (a brand-new cluster elects its first \
+             leader once every node has started)"
+        ),
+        raft::VoteRight::Suspended => tracing::warn!(
+            id = config.id,
+            "this data dir replaced a wiped one: the node never votes or campaigns; \
+             remove it and add it back to give it a vote"
+        ),
+    }
+    // The handshakes settle the vote right; the Raft loop follows it.
+    let vote_task = {
+        let mut right = identity.watch_vote_right();
+        let handle = handle.clone();
+        tokio::spawn(async move {
+            // The handshakes started before this task: begin with the right
+            // as it is now, then follow every change.
+            loop {
+                let may_vote = right.borrow_and_update().may_vote();
+                handle.set_may_vote(may_vote).await;
+                if right.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     tracing::info!(
         id = config.id,
         cluster = %meta.cluster_id,
@@ -242,6 +279,7 @@ pub async fn run(
         max_clients_total: config.max_clients,
         next_conn_id: AtomicU64::new(1),
         forwarder: forward_jobs,
+        identity,
     });
     let forward_task = tokio::spawn(serve_forwards(shared.clone(), fwd_rx));
     let coalesce_task = tokio::spawn(coalesce_forwards(Arc::downgrade(&shared), forward_jobs_rx));
@@ -270,6 +308,7 @@ pub async fn run(
         }
     };
     accept_task.abort();
+    vote_task.abort();
     forward_task.abort();
     coalesce_task.abort();
     peer_task.abort();
@@ -514,7 +553,8 @@ impl Connection {
                 }
             }
             LocalCommand::RaftInfo => {
-                let text = raft_section(&self.shared.handle.status());
+                let vote = self.shared.identity.vote_right();
+                let text = raft_section(&self.shared.handle.status(), vote.name());
                 Reply::Bulk(text.into())
             }
             // Handled in run_commands (it waits for the snapshot).
@@ -557,9 +597,11 @@ pub fn role_name(state: RaftState) -> &'static str {
 }
 
 /// The `# Raft` section of INFO, one `field:value` per line.
-pub fn raft_section(s: &Status) -> String {
+/// `vote`: this node's vote right (`allowed`, `pending`, `suspended`; see
+/// `raft::incarnation`).
+pub fn raft_section(s: &Status, vote: &str) -> String {
     format!(
-        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\nread_mode:{}\r\nlease_reads_served:{}\r\n",
+        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\nread_mode:{}\r\nlease_reads_served:{}\r\nvote:{}\r\n",
         s.id,
         role_name(s.state),
         s.term,
@@ -573,10 +615,12 @@ pub fn raft_section(s: &Status) -> String {
         s.snapshot_bytes_sent,
         if s.lease_reads { "lease" } else { "read-index" },
         s.lease_reads_served,
+        vote,
     )
 }
 
 fn info_text(shared: &Shared, s: &Status, section: Option<&str>) -> String {
+    let vote = shared.identity.vote_right();
     let server = format!(
         "# Server\r\nredis_version:7.2.4\r\nraftkv_version:{}\r\nredis_mode:standalone\r\nprocess_id:{}\r\n",
         env!("CARGO_PKG_VERSION"),
@@ -588,9 +632,9 @@ fn info_text(shared: &Shared, s: &Status, section: Option<&str>) -> String {
     );
     match section {
         None | Some("ALL") | Some("EVERYTHING") | Some("DEFAULT") => {
-            format!("{server}\r\n{clients}\r\n{}", raft_section(s))
+            format!("{server}\r\n{clients}\r\n{}", raft_section(s, vote.name()))
         }
-        Some("RAFT") => raft_section(s),
+        Some("RAFT") => raft_section(s, vote.name()),
         Some("SERVER") => server,
         Some("CLIENTS") => clients,
         Some(_) => String::new(),

@@ -1840,13 +1840,19 @@ fn a_second_server_on_a_data_dir_in_use_is_refused() {
 // Snapshots: a follower whose data dir is wiped rejoins by snapshot.
 
 #[test]
-fn a_wiped_follower_rejoins_by_snapshot_and_all_nodes_converge() {
+fn a_wiped_follower_rejoins_by_snapshot_converges_and_never_votes_again() {
     let opts = Opts {
         extra: vec!["--snapshot-entries".into(), "200".into()],
         ..Opts::default()
     };
     let mut c = Cluster::start_with(3, opts);
     let leader = c.wait_for_leader(secs(5));
+    // A brand-new cluster: every node's new data dir was vouched for by
+    // the two others (raft::incarnation), so all may vote.
+    for i in 0..3 {
+        let vote = c.info(i).map(|info| info.fields.get("vote").cloned());
+        assert_eq!(vote.flatten().as_deref(), Some("allowed"), "node {}", i + 1);
+    }
     let mut con = c.redis(leader);
     for i in 0..600 {
         let _: String = q(&mut con, &["SET", &format!("w{i}"), &format!("v{i}")]);
@@ -1874,6 +1880,19 @@ fn a_wiped_follower_rejoins_by_snapshot_and_all_nodes_converge() {
     assert!(
         st.num("snapshot_last_index") > 0,
         "it caught up by installing a snapshot"
+    );
+    // Issue 13: it forgot its votes, so it must never vote again under
+    // its old id: its peers knew its old incarnation.
+    assert_eq!(
+        st.fields.get("vote").map(String::as_str),
+        Some("suspended"),
+        "the wiped node's vote is suspended: {st:?}"
+    );
+    let log = std::fs::read_to_string(&c.nodes[victim].log).unwrap_or_default();
+    assert!(
+        log.contains("knew another incarnation of this node"),
+        "it says why in its log:\n{}",
+        c.logs()
     );
     // Every node holds the same data.
     let keys: Vec<String> = (0..700).map(|i| format!("w{i}")).collect();

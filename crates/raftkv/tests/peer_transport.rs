@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use raft::{
-    AppendEntriesArgs, AppendEntriesReply, IncomingRpc, NodeId, RequestVoteArgs, RequestVoteReply,
-    Rpc, Transport, TransportError,
+    AppendEntriesArgs, AppendEntriesReply, IncomingRpc, NodeId, PeerVerdict, RequestVoteArgs,
+    RequestVoteReply, Rpc, Transport, TransportError,
 };
+use raftkv::identity::NodeIdentity;
 use raftkv::peer::{
     decode_frame, encode_frame, frame_codec, serve, ForwardError, Frame, IncomingForward,
     PeerConfig, RequestBody, TcpTransport, MAX_FRAME_LEN, PROTOCOL_VERSION,
@@ -36,6 +37,7 @@ fn config(id: NodeId, cluster: &str, peers: &[(NodeId, &str)]) -> PeerConfig {
         peers: peers.iter().map(|&(i, a)| (i, a.to_string())).collect(),
         request_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_millis(500),
+        identity: Arc::new(NodeIdentity::ephemeral(id, 1000 + id)),
     }
 }
 
@@ -178,10 +180,20 @@ async fn raw_peer(addr: &str, from: NodeId, to: NodeId) -> Framed<TcpStream, Len
             cluster_id: CLUSTER.into(),
             from,
             to,
+            incarnation: 1000 + from,
         },
     )
     .await;
-    assert_eq!(raw_recv(&mut conn).await, Frame::HelloOk);
+    assert!(
+        matches!(
+            raw_recv(&mut conn).await,
+            Frame::HelloOk {
+                incarnation,
+                verdict: PeerVerdict::New | PeerVerdict::Known,
+            } if incarnation == 1000 + to
+        ),
+        "the acceptor answers with its incarnation and its verdict on ours"
+    );
     conn
 }
 
@@ -381,6 +393,7 @@ async fn a_peer_with_another_protocol_version_is_refused() {
             cluster_id: CLUSTER.into(),
             from: 2,
             to: 1,
+            incarnation: 1002,
         },
     )
     .await;
@@ -502,7 +515,14 @@ async fn garbage_bytes_close_only_that_connection() {
 
     // ... or a frame a dialer must not send.
     let mut wrong = raw_peer(&a1, 3, 1).await;
-    raw_send(&mut wrong, &Frame::HelloOk).await;
+    raw_send(
+        &mut wrong,
+        &Frame::HelloOk {
+            incarnation: 1,
+            verdict: PeerVerdict::New,
+        },
+    )
+    .await;
     assert_closed(&mut wrong).await;
 
     // ... or a raft reply dressed as a request.
@@ -727,6 +747,7 @@ fn the_wire_format_keeps_its_version_readable() {
         cluster_id: "c".into(),
         from: 1,
         to: 2,
+        incarnation: 7,
     })
     .unwrap();
     assert_eq!(&hello[..3], &[0, 0xac, 0x02]);
