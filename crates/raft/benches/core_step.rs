@@ -191,6 +191,7 @@ fn step_replies(core: &mut RaftCore, match_index: LogIndex) {
                 conflict_index: 0,
                 conflict_term: None,
                 read_round: 0,
+                voter: true,
             }),
         });
     }

@@ -143,6 +143,10 @@ struct Progress {
     /// A snapshot ending at this index is being sent (§7); no appends until
     /// the transfer ends.
     snapshot_pending: Option<LogIndex>,
+    /// Whether this follower's acknowledgements count toward a majority
+    /// (commit, ReadIndex rounds and leases, check-quorum): false once it
+    /// said it may not vote (see `AppendEntriesReply::voter`).
+    voter: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -472,7 +476,7 @@ impl RaftCore {
         let active = 1 + self
             .progress
             .values()
-            .filter(|p| p.ticks_since_contact < self.election_ticks_min)
+            .filter(|p| p.voter && p.ticks_since_contact < self.election_ticks_min)
             .count();
         active >= self.quorum()
     }
@@ -565,7 +569,13 @@ impl RaftCore {
     /// The newest heartbeat round a majority (this leader included) has
     /// echoed, if any.
     fn quorum_read_round(&self) -> Option<u64> {
-        let mut rounds: Vec<u64> = self.progress.values().map(|p| p.read_round).collect();
+        // A follower that may not vote confirms nothing (it may be behind
+        // a term it forgot).
+        let mut rounds: Vec<u64> = self
+            .progress
+            .values()
+            .map(|p| if p.voter { p.read_round } else { 0 })
+            .collect();
         rounds.push(self.read_round);
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         rounds.get(self.quorum() - 1).copied()
@@ -585,7 +595,7 @@ impl RaftCore {
         let echoed = 1 + self
             .progress
             .values()
-            .filter(|p| p.read_round >= self.read_round)
+            .filter(|p| p.voter && p.read_round >= self.read_round)
             .count();
         echoed < self.quorum()
     }
@@ -1008,6 +1018,7 @@ impl RaftCore {
                         read_round: 0,
                         commit_told: 0,
                         snapshot_pending: None,
+                        voter: true,
                     },
                 )
             })
@@ -1125,6 +1136,7 @@ impl RaftCore {
             conflict_index,
             conflict_term,
             read_round,
+            voter: self.may_vote,
         }
     }
 
@@ -1137,6 +1149,10 @@ impl RaftCore {
             return;
         };
         p.ticks_since_contact = 0;
+        // Sticky for the term: a late reply from before the follower lost
+        // its disk says `voter` too, and must not make the acknowledgements
+        // of its new, forgetful self count again.
+        p.voter &= r.voter;
         // Any reply in our term acknowledges us as leader: it counts for the
         // heartbeat round of ReadIndex, success or not.
         p.read_round = p.read_round.max(r.read_round);
@@ -1342,7 +1358,14 @@ impl RaftCore {
         if self.state != RaftState::Leader {
             return;
         }
-        let mut matched: Vec<LogIndex> = self.progress.values().map(|p| p.match_index).collect();
+        // A follower that may not vote holds entries but counts for no
+        // majority: it forgot its term, so it may have acknowledged a
+        // deposed leader (`AppendEntriesReply::voter`).
+        let mut matched: Vec<LogIndex> = self
+            .progress
+            .values()
+            .map(|p| if p.voter { p.match_index } else { 0 })
+            .collect();
         matched.push(self.persisted_index);
         matched.sort_unstable_by(|a, b| b.cmp(a));
         let Some(&n) = matched.get(self.quorum() - 1) else {

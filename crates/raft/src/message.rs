@@ -60,6 +60,11 @@ pub struct AppendEntriesReply {
     pub conflict_term: Option<Term>,
     /// `read_round` of the request, echoed.
     pub read_round: u64,
+    /// False from a server that may not vote (its data dir may have
+    /// replaced a wiped one: `crate::incarnation`). It forgot its term as
+    /// well as its vote, so it may acknowledge a deposed leader's entries:
+    /// the leader replicates to it but counts it toward no majority.
+    pub voter: bool,
 }
 
 /// InstallSnapshot RPC arguments (Figure 13, §7): one chunk of the

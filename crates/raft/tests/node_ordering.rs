@@ -279,6 +279,7 @@ async fn an_append_reply_is_sent_only_after_the_entries_are_durable() {
             conflict_index: 0,
             conflict_term: None,
             read_round: 0,
+            voter: true,
         }))
     );
     assert_eq!(h.node.core().persisted_index(), 2);

@@ -92,6 +92,7 @@ fn an_append_entries_reply_with_a_higher_term_makes_a_leader_step_down() {
             conflict_index: 0,
             conflict_term: None,
             read_round: 0,
+            voter: true,
         }),
     });
     assert_eq!(cl.core(1).state(), RaftState::Follower);

@@ -99,3 +99,28 @@ fn the_peers_books_suspend_a_reincarnated_server_and_clear_a_new_one() {
     right.on_verdict(3, &voters, 1, verdict);
     assert_eq!(right, VoteRight::Suspended);
 }
+
+#[test]
+fn a_server_that_may_not_vote_is_replicated_to_but_counts_toward_no_majority() {
+    // It forgot its term with its vote, so it may acknowledge entries of a
+    // leader that was deposed in a term it once knew (the simulator found
+    // exactly that: a deposed leader committed an entry with the wiped
+    // node's acknowledgement, over one the new leader had committed).
+    let mut c = common::Cluster::new(3, config(true, true));
+    c.elect(1);
+    c.core_mut(3).set_may_vote(false);
+    c.partition(&[&[1, 3], &[2]]);
+    let (index, _) = c.propose(1, b"x");
+    c.deliver();
+    assert!(c.core(3).last_log_index() >= index, "node 3 has the entry");
+    assert!(
+        c.core(1).commit_index() < index,
+        "the leader and a non-voter are not a majority"
+    );
+    c.heal();
+    c.tick_all(2 * c.core(1).config().election_ticks_max());
+    assert!(
+        c.core(1).commit_index() >= index,
+        "node 2's acknowledgement commits it"
+    );
+}

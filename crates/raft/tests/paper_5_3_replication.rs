@@ -202,6 +202,7 @@ fn rejection(
             conflict_index,
             conflict_term,
             read_round: 0,
+            voter: true,
         }),
     }
 }

@@ -59,8 +59,7 @@ fn append_reply() -> AppendEntriesReply {
         conflict_index: 0,
         conflict_term: None,
         read_round: 9,
-    }
-}
+    }, voter: true }
 
 /// What a test peer saw: each request, with the virtual instant it arrived.
 type Seen = Arc<std::sync::Mutex<Vec<(NodeId, Rpc, Instant)>>>;
@@ -149,6 +148,7 @@ async fn append_entries_reaches_the_peer_and_returns_its_reply() {
             conflict_index: 1,
             conflict_term: Some(3),
             read_round: 9,
+            voter: true,
         };
         req.reply
             .send(Rpc::AppendEntriesReply(reply))

@@ -87,6 +87,7 @@ fn answer(rpc: &Rpc) -> Rpc {
             conflict_index: 0,
             conflict_term: None,
             read_round: a.read_round,
+            voter: true,
         }),
         other => panic!("not a request: {other:?}"),
     }
