@@ -30,10 +30,15 @@
 //!   and the cluster must remove it and add it back as a new member to give
 //!   it a vote again (thesis chapter 4).
 //!
-//! Why a suspended server does not endanger committed entries either: an
-//! entry it acknowledged before its wipe was on a majority *counting* it;
-//! any future leader needs a majority of *votes*, which it is not part of,
-//! so the two majorities still meet in a server that has the entry on disk.
+//! A server that may not vote also counts toward no majority
+//! (`AppendEntriesReply::voter`): it forgot its term as well as its vote,
+//! so it may acknowledge the entries of a leader that was deposed in a term
+//! it once knew. It is replicated to like any follower, but the leader
+//! counts it neither for commit nor for ReadIndex rounds, leases or
+//! check-quorum. Entries it acknowledged *before* the wipe were on a
+//! majority that counted it; any future leader needs a majority of votes,
+//! which it is not part of, so the two majorities still meet in a server
+//! that has the entry on disk.
 
 use std::collections::{BTreeMap, BTreeSet};
 

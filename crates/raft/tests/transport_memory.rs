@@ -59,7 +59,9 @@ fn append_reply() -> AppendEntriesReply {
         conflict_index: 0,
         conflict_term: None,
         read_round: 9,
-    }, voter: true }
+        voter: true,
+    }
+}
 
 /// What a test peer saw: each request, with the virtual instant it arrived.
 type Seen = Arc<std::sync::Mutex<Vec<(NodeId, Rpc, Instant)>>>;
