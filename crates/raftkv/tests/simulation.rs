@@ -72,17 +72,24 @@ fn seeds_pass_with_lease_reads_under_clock_drift() {
     // Thesis §6.4.1: lease reads trade a timing assumption for latency. The
     // nodes' clocks drift by up to ±5 % here (inside the 10 % margin), with
     // every other fault on; the checker must still see linearizable reads.
+    assert_lease_seeds_pass(30, 10_000, FaultMix::all(), 1_000);
+}
+
+/// Runs `seeds` seeds with lease reads; all must pass, and more than
+/// `min_lease_reads` reads must have been served from leases (so the lease
+/// path was exercised, not bypassed).
+fn assert_lease_seeds_pass(seeds: u64, steps: u64, faults: FaultMix, min_lease_reads: u64) {
     let mut lease_reads = 0;
-    for seed in 0..30 {
+    for seed in 0..seeds {
         let outcome = run(&SimOptions {
             lease_reads: true,
-            ..options(seed, 3, 10_000, FaultMix::all())
+            ..options(seed, 3, steps, faults)
         });
         assert!(outcome.passed(), "{}", outcome.report());
         lease_reads += outcome.stats.lease_reads;
     }
     assert!(
-        lease_reads > 1_000,
+        lease_reads > min_lease_reads,
         "reads were served from leases: {lease_reads}"
     );
 }
@@ -97,19 +104,7 @@ fn lease_reads_survive_paused_leaders() {
     // and the lease has run out. `skip_missed_ticks` below is the same run
     // with the old driver.
     let faults: FaultMix = "pause,partition".parse().expect("fault names");
-    let mut lease_reads = 0;
-    for seed in 0..40 {
-        let outcome = run(&SimOptions {
-            lease_reads: true,
-            ..options(seed, 3, 20_000, faults)
-        });
-        assert!(outcome.passed(), "{}", outcome.report());
-        lease_reads += outcome.stats.lease_reads;
-    }
-    assert!(
-        lease_reads > 500,
-        "reads were served from leases: {lease_reads}"
-    );
+    assert_lease_seeds_pass(40, 20_000, faults, 500);
 }
 
 #[test]
