@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -360,6 +362,9 @@ pub struct Opts {
     pub election_timeout_ms: &'static str,
     pub request_timeout_ms: u64,
     pub extra: Vec<String>,
+    /// Route all peer traffic through a [`proxy::Network`] (see
+    /// [`Cluster::net`]), so the test can partition nodes.
+    pub peer_proxy: bool,
 }
 
 impl Default for Opts {
@@ -369,6 +374,7 @@ impl Default for Opts {
             election_timeout_ms: "300-600",
             request_timeout_ms: 3000,
             extra: Vec::new(),
+            peer_proxy: false,
         }
     }
 }
@@ -376,7 +382,11 @@ impl Default for Opts {
 pub struct Node {
     pub id: u64,
     pub client_port: u16,
+    /// Where the node accepts peer connections.
     pub peer_port: u16,
+    /// The port other nodes dial, as named in `--cluster`: `peer_port`
+    /// itself, or the node's front port on the proxy.
+    pub cluster_port: u16,
     pub http_port: u16,
     pub data_dir: PathBuf,
     pub log: PathBuf,
@@ -393,6 +403,9 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     pub opts: Opts,
     cluster_arg: String,
+    /// The peer proxy, when `Opts::peer_proxy` is set. Dropped after the
+    /// children are killed (`Drop` kills them first).
+    pub net: Option<proxy::Network>,
     // Last field: removed after the children are gone.
     pub tmp: tempfile::TempDir,
 }
@@ -417,11 +430,18 @@ impl Cluster {
                 .prefix("raftkv-proc-")
                 .tempdir()
                 .expect("tempdir");
+            let net = opts.peer_proxy.then(|| {
+                let peer_ports: Vec<u16> = (0..n).map(|i| ports[3 * i + 1]).collect();
+                proxy::Network::start(&peer_ports).expect("start the peer proxy")
+            });
             let nodes: Vec<Node> = (0..n)
                 .map(|i| Node {
                     id: i as u64 + 1,
                     client_port: ports[3 * i],
                     peer_port: ports[3 * i + 1],
+                    cluster_port: net
+                        .as_ref()
+                        .map_or(ports[3 * i + 1], |net| net.front_port(i)),
                     http_port: ports[3 * i + 2],
                     data_dir: tmp.path().join(format!("n{}", i + 1)),
                     log: tmp.path().join(format!("n{}.stderr", i + 1)),
@@ -430,13 +450,14 @@ impl Cluster {
                 .collect();
             let cluster_arg = nodes
                 .iter()
-                .map(|n| format!("{}=127.0.0.1:{}", n.id, n.peer_port))
+                .map(|n| format!("{}=127.0.0.1:{}", n.id, n.cluster_port))
                 .collect::<Vec<_>>()
                 .join(",");
             let mut c = Cluster {
                 nodes,
                 opts: opts.clone(),
                 cluster_arg,
+                net,
                 tmp,
             };
             for i in 0..n {
@@ -481,8 +502,13 @@ impl Cluster {
         }
         cmd.arg("--data-dir")
             .arg(&n.data_dir)
-            .args(["--client-addr", &format!("127.0.0.1:{}", n.client_port)])
-            .args(["--http-addr", &format!("127.0.0.1:{}", n.http_port)])
+            .args(["--client-addr", &format!("127.0.0.1:{}", n.client_port)]);
+        if n.cluster_port != n.peer_port {
+            // Behind the proxy: listen on the real port, be dialled on the
+            // proxy's (the `--cluster` list, identical on every node).
+            cmd.args(["--peer-listen", &format!("127.0.0.1:{}", n.peer_port)]);
+        }
+        cmd.args(["--http-addr", &format!("127.0.0.1:{}", n.http_port)])
             .args(["--heartbeat-ms", &o.heartbeat_ms.to_string()])
             .args(["--election-timeout-ms", o.election_timeout_ms])
             .args(["--request-timeout-ms", &o.request_timeout_ms.to_string()])
@@ -557,6 +583,28 @@ impl Cluster {
             .collect()
     }
 
+    /// The peer proxy; panics unless the cluster was started with
+    /// `Opts::peer_proxy`.
+    pub fn net(&self) -> &proxy::Network {
+        self.net
+            .as_ref()
+            .expect("the cluster was started without Opts::peer_proxy")
+    }
+
+    /// SIGSTOP node `i` (it keeps its sockets; nothing it owns runs).
+    pub fn pause(&self, i: usize) {
+        if let Some(pid) = self.nodes[i].pid() {
+            signal(pid, "STOP");
+        }
+    }
+
+    /// SIGCONT node `i`.
+    pub fn resume(&self, i: usize) {
+        if let Some(pid) = self.nodes[i].pid() {
+            signal(pid, "CONT");
+        }
+    }
+
     /// SIGKILL node `i` and reap it.
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut child) = self.nodes[i].child.take() {
@@ -596,10 +644,11 @@ impl Cluster {
         let mut s = String::new();
         for n in &self.nodes {
             s.push_str(&format!(
-                "----- node {} (client :{}, peer :{}, http :{}) stderr -----\n{}\n",
+                "----- node {} (client :{}, peer :{}, in --cluster :{}, http :{}) stderr -----\n{}\n",
                 n.id,
                 n.client_port,
                 n.peer_port,
+                n.cluster_port,
                 n.http_port,
                 tail(&n.log, 120)
             ));
