@@ -5,6 +5,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::types::LogEntry;
+
 /// How a Raft node behaves in time and how much it sends at once.
 ///
 /// The core counts *ticks*; the driver turns wall-clock (or virtual) time into
@@ -25,6 +27,13 @@ pub struct RaftConfig {
     /// Upper bound on payload bytes in one AppendEntries (at least one entry is
     /// always sent, however large).
     pub max_bytes_per_append: usize,
+    /// The largest command one entry may carry (`LogEntry::data`): a larger
+    /// proposal is refused before it touches the log
+    /// ([`ProposeError::TooLarge`](crate::ProposeError::TooLarge)). With
+    /// `max_bytes_per_append` it bounds every AppendEntries
+    /// ([`RaftConfig::max_append_bytes`]), so a transport with a frame limit
+    /// knows every entry in the log can be sent.
+    pub max_entry_bytes: usize,
     /// Thesis §9.6: pre-vote before raising the term.
     pub pre_vote: bool,
     /// Thesis §6.2: a leader steps down when it has not heard from a majority
@@ -65,6 +74,7 @@ impl Default for RaftConfig {
             election_timeout_max: Duration::from_millis(600),
             max_entries_per_append: 1024,
             max_bytes_per_append: 1 << 20,
+            max_entry_bytes: 32 << 20,
             pre_vote: true,
             check_quorum: true,
             max_inflight_appends: 64,
@@ -136,6 +146,9 @@ impl RaftConfig {
         if self.max_bytes_per_append == 0 {
             return Err(ConfigError::ZeroLimit("max_bytes_per_append"));
         }
+        if self.max_entry_bytes == 0 {
+            return Err(ConfigError::ZeroLimit("max_entry_bytes"));
+        }
         if self.max_inflight_appends == 0 {
             return Err(ConfigError::ZeroLimit("max_inflight_appends"));
         }
@@ -165,6 +178,24 @@ impl RaftConfig {
             }
         }
         Ok(())
+    }
+
+    /// The most entry bytes (the sum of [`LogEntry::size`]) one AppendEntries
+    /// carries: `max(max_bytes_per_append, max_entry_bytes + SIZE_OVERHEAD)`.
+    ///
+    /// `RaftLog::slice` adds entries while their sum stays within
+    /// `max_bytes_per_append`, except the first, which always goes (alone if
+    /// need be), and `propose` refuses a command over `max_entry_bytes`. A
+    /// transport whose frames hold this many entry bytes, plus the encoding
+    /// of `max_entries_per_append` entries' headers and one message's other
+    /// fields, carries every AppendEntries: replication never meets an entry
+    /// it cannot send. (A node also sends entries that an earlier leader
+    /// accepted under *its* limit: give every node the same one.)
+    ///
+    /// [`LogEntry::size`]: crate::LogEntry::size
+    pub fn max_append_bytes(&self) -> usize {
+        self.max_bytes_per_append
+            .max(self.max_entry_bytes.saturating_add(LogEntry::SIZE_OVERHEAD))
     }
 
     /// `d` in whole ticks (at least 1).

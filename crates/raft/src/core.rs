@@ -25,11 +25,23 @@ use crate::message::{
 use crate::storage::RecoveredState;
 use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
 
-/// Why a proposal or read was refused. Nothing was appended to the log.
+/// Why a read was refused, or a proposal: this node does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum NotLeader {
     #[error("not the leader (leader hint: {leader_hint:?})")]
     NotLeader { leader_hint: Option<NodeId> },
+}
+
+/// Why [`RaftCore::propose`] refused a command. Nothing was appended to the
+/// log, so the caller may retry (elsewhere, or smaller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum ProposeError {
+    #[error("not the leader (leader hint: {leader_hint:?})")]
+    NotLeader { leader_hint: Option<NodeId> },
+    /// The command is larger than [`RaftConfig::max_entry_bytes`]. Refused
+    /// on every node, leader or not: retrying cannot help.
+    #[error("command of {size} bytes is over the {limit}-byte entry limit")]
+    TooLarge { size: usize, limit: usize },
 }
 
 /// Why a core could not be built.
@@ -485,9 +497,22 @@ impl RaftCore {
     /// new entry"). Returns the entry's index and term; the command is applied
     /// when that index commits with that term. Followers and candidates refuse,
     /// with a hint of who leads.
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(LogIndex, Term), NotLeader> {
+    ///
+    /// A command over [`RaftConfig::max_entry_bytes`] is refused on every
+    /// node: once in the log, every AppendEntries to a follower that lacks it
+    /// would start with it, so an entry the transport cannot carry would stop
+    /// replication for good. Refusing it here, before it touches the log,
+    /// means replication never meets an entry it cannot send (see
+    /// [`RaftConfig::max_append_bytes`]).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(LogIndex, Term), ProposeError> {
+        if data.len() > self.config.max_entry_bytes {
+            return Err(ProposeError::TooLarge {
+                size: data.len(),
+                limit: self.config.max_entry_bytes,
+            });
+        }
         if self.state != RaftState::Leader {
-            return Err(NotLeader::NotLeader {
+            return Err(ProposeError::NotLeader {
                 leader_hint: self.leader_id,
             });
         }

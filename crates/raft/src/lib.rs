@@ -32,7 +32,8 @@ pub mod types;
 pub use crate::clock::TickClock;
 pub use crate::config::{ConfigError, RaftConfig};
 pub use crate::core::{
-    BugSwitches, CoreError, Event, NotLeader, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
+    BugSwitches, CoreError, Event, NotLeader, ProposeError, RaftCore, ReadState, Ready,
+    SnapshotChunkVerdict,
 };
 pub use crate::incarnation::{IncarnationBook, PeerRecord, PeerVerdict, VoteRight};
 pub use crate::list_state_machine::{ListOutput, ListStateMachine};

@@ -154,9 +154,13 @@ impl RaftLog {
         self.unstable_from = self.unstable_from.min(index);
     }
 
-    /// Entries from `lo` on, at most `max_count` of them and about
-    /// `max_bytes` (always at least one if any exist). Empty when `lo` is
-    /// compacted or past the end.
+    /// Entries from `lo` on, at most `max_count` of them and at most
+    /// `max_bytes` of [`LogEntry::size`] in all, except that the first entry
+    /// is always included, however large: the sum is at most
+    /// `max(max_bytes, first.size())`. So an entry larger than `max_bytes`
+    /// travels alone and never blocks the log behind it, and no batch grows
+    /// past what its largest entry needs (see `RaftConfig::max_append_bytes`).
+    /// Empty when `lo` is compacted or past the end.
     pub fn slice(&self, lo: LogIndex, max_count: usize, max_bytes: usize) -> Vec<LogEntry> {
         if lo <= self.snapshot_index || lo > self.last_index() {
             return Vec::new();

@@ -18,7 +18,7 @@ use tokio::time::MissedTickBehavior;
 use crate::clock::TickClock;
 use crate::config::RaftConfig;
 use crate::core::SnapshotChunkVerdict;
-use crate::core::{CoreError, Event, NotLeader, RaftCore};
+use crate::core::{CoreError, Event, NotLeader, ProposeError, RaftCore};
 use crate::log_writer::WriteDone;
 use crate::message::{InstallSnapshotArgs, InstallSnapshotReply, Message, Rpc};
 use crate::node::{Output, PeerEvent, RaftNode};
@@ -79,6 +79,10 @@ pub enum ClientError {
     /// never will be.
     #[error("leadership lost: the entry was overwritten before it committed")]
     LeadershipLost,
+    /// The command is over `RaftConfig::max_entry_bytes`: nothing was
+    /// proposed, and retrying the same command cannot help.
+    #[error("command of {size} bytes is over the {limit}-byte entry limit")]
+    TooLarge { size: usize, limit: usize },
     /// The server stopped before the outcome was known.
     #[error("the raft server has stopped")]
     Stopped,
@@ -92,6 +96,15 @@ impl From<NotLeader> for ClientError {
     fn from(e: NotLeader) -> Self {
         match e {
             NotLeader::NotLeader { leader_hint } => ClientError::NotLeader { leader_hint },
+        }
+    }
+}
+
+impl From<ProposeError> for ClientError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::NotLeader { leader_hint } => ClientError::NotLeader { leader_hint },
+            ProposeError::TooLarge { size, limit } => ClientError::TooLarge { size, limit },
         }
     }
 }

@@ -51,7 +51,12 @@
 //! ([`File::sync_data`]) before `persist` returns. The flush is what costs
 //! milliseconds; one per batch rather than one per entry is what makes a WAL
 //! fast. Because the batch is one checksummed record, a crash keeps all of it
-//! or none of it: never a new vote without its entries. `fdatasync` rather
+//! or none of it: never a new vote without its entries. (A batch with more
+//! than [`FileStorageOptions::max_record_bytes`] of entries, which only a
+//! burst of large proposals makes, is split into a few records, each
+//! carrying the hard state: a crash then keeps the hard state and a prefix
+//! of the entries, which is what a follower may lose anyway before it
+//! acknowledges.) `fdatasync` rather
 //! than `fsync` skips flushing timestamps, which recovery does not need; a
 //! new segment's directory entry is made durable by an fsync of the
 //! directory.
@@ -214,6 +219,9 @@ const HEADER_LEN: u64 = 8;
 /// No record is this large; a length above it is corruption, not an allocation.
 const MAX_PAYLOAD_LEN: u64 = 256 << 20;
 const DEFAULT_SEGMENT_SIZE: u64 = 64 << 20;
+/// Entry bytes per record when a batch is split (see
+/// [`FileStorageOptions::max_record_bytes`]); well below [`MAX_PAYLOAD_LEN`].
+const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
 const TYPE_HARD_STATE: u8 = 1;
 const TYPE_ENTRIES: u8 = 2;
 const TYPE_RESET: u8 = 3;
@@ -239,6 +247,13 @@ pub struct FileStorageOptions {
     /// segments grow as they are written. Either way the directory reads
     /// back the same; see the module docs, "Preallocation".
     pub preallocate: bool,
+    /// A persisted batch whose entries take more than this many bytes is
+    /// written as several records of at most this size each (one entry
+    /// larger than it gets a record of its own). The log writer merges
+    /// whatever queued during an fsync into one batch, so a batch has no
+    /// size bound of its own; without the split, a burst of large proposals
+    /// could exceed what a record may hold (256 MiB) and stop the node.
+    pub max_record_bytes: u64,
 }
 
 impl Default for FileStorageOptions {
@@ -246,6 +261,7 @@ impl Default for FileStorageOptions {
         FileStorageOptions {
             segment_size: DEFAULT_SEGMENT_SIZE,
             preallocate: true,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
@@ -258,6 +274,13 @@ impl FileStorageOptions {
         self
     }
 
+    /// Sets [`max_record_bytes`](Self::max_record_bytes); tests use small
+    /// values to split batches.
+    pub fn with_max_record_bytes(mut self, bytes: u64) -> Self {
+        self.max_record_bytes = bytes;
+        self
+    }
+
     /// Sets [`preallocate`](Self::preallocate).
     pub fn with_preallocation(mut self, preallocate: bool) -> Self {
         self.preallocate = preallocate;
@@ -267,7 +290,8 @@ impl FileStorageOptions {
 
 /// Durable Raft storage: a write-ahead log of segment files in one directory.
 ///
-/// Each [`persist`](Storage::persist) is one checksummed record, written and
+/// Each [`persist`](Storage::persist) is one checksummed record (or, for a
+/// batch over [`FileStorageOptions::max_record_bytes`], a few), written and
 /// `fdatasync`ed before it returns. [`open`](FileStorage::open) replays the
 /// log, cuts off a write torn by a crash at its very tail, and refuses
 /// anything else that is damaged with [`StorageError::Corruption`]. The
@@ -621,16 +645,28 @@ impl Storage for FileStorage {
         let mut record = Vec::new();
         if entries.is_empty() {
             encode_hard_state(&mut record, &new_hard_state);
-        } else {
-            encode_entries(&mut record, &new_hard_state, entries)?;
+            self.append_record(&record)
+                .inspect_err(|_| self.failed = true)?;
+            self.log.hard_state = new_hard_state;
+            return Ok(());
         }
-        let location = self
-            .append_record(&record)
-            .inspect_err(|_| self.failed = true)?;
-        if let Some(first) = entries.first() {
-            self.log.record_append(first.index, entries.len(), location);
+        // Each record carries the new hard state, so whichever prefix of the
+        // records a crash leaves is a valid state: the hard state, and a
+        // prefix of the entries, as a torn batch would be.
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let n = entries_per_record(rest, self.options.max_record_bytes);
+            let (batch, tail) = rest.split_at(n);
+            record.clear();
+            encode_entries(&mut record, &new_hard_state, batch)?;
+            let location = self
+                .append_record(&record)
+                .inspect_err(|_| self.failed = true)?;
+            self.log
+                .record_append(batch[0].index, batch.len(), location);
+            self.log.hard_state = new_hard_state;
+            rest = tail;
         }
-        self.log.hard_state = new_hard_state;
         Ok(())
     }
 
@@ -1139,6 +1175,20 @@ fn encode_hard_state(buf: &mut Vec<u8>, hs: &HardState) {
     let start = begin_record(buf, TYPE_HARD_STATE);
     put_hard_state(buf, hs);
     finish_record(buf, start);
+}
+
+/// How many of `entries` (at least one) go in the next record: as many as
+/// fit `max_bytes` of data and entry headers.
+fn entries_per_record(entries: &[LogEntry], max_bytes: u64) -> usize {
+    let mut bytes = 0u64;
+    let fitting = entries
+        .iter()
+        .take_while(|e| {
+            bytes += ENTRY_HEADER_LEN + e.data.len() as u64;
+            bytes <= max_bytes
+        })
+        .count();
+    fitting.max(1)
 }
 
 /// Appends a framed `Entries` record to `buf`, refusing batches too large to

@@ -112,9 +112,13 @@ impl LogEntry {
         }
     }
 
+    /// What [`LogEntry::size`] adds to the command's bytes for the entry's
+    /// other fields.
+    pub const SIZE_OVERHEAD: usize = 24;
+
     /// Approximate size on the wire and on disk, used for batching limits.
     pub fn size(&self) -> usize {
-        self.data.len() + 24
+        self.data.len() + Self::SIZE_OVERHEAD
     }
 }
 

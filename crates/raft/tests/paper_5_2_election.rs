@@ -261,7 +261,7 @@ fn followers_and_candidates_reject_proposals_with_a_leader_hint() {
     let before = cl.core(2).last_log_index();
     assert_eq!(
         cl.core_mut(2).propose(b"x".to_vec()),
-        Err(raft::NotLeader::NotLeader {
+        Err(raft::ProposeError::NotLeader {
             leader_hint: Some(1)
         })
     );

@@ -28,8 +28,8 @@ use self::snapshots::{Incoming, SnapshotWrite, Transfer};
 
 use raft::{
     EntryKind, IncarnationBook, LogEntry, LogIndex, Message, NodeId, NotLeader, PeerVerdict,
-    RaftConfig, RaftCore, RaftState, ReadState, Ready, Rpc, StateMachine, Term, TickClock,
-    VoteRight,
+    ProposeError, RaftConfig, RaftCore, RaftState, ReadState, Ready, Rpc, StateMachine, Term,
+    TickClock, VoteRight,
 };
 
 use crate::kv::{encode_command, KvOutput, KvQuery, KvStore};
@@ -1828,15 +1828,21 @@ impl World {
                 let before = core.lease_reads_served();
                 let r = core.read_index(read_id).map(|()| None);
                 self.stats.lease_reads += core.lease_reads_served() - before;
-                r
+                r.map_err(
+                    |NotLeader::NotLeader { leader_hint }| ProposeError::NotLeader { leader_hint },
+                )
             }
             Some(cmd) => core.propose(encode_command(cmd)).map(Some),
         };
         match result {
-            Err(NotLeader::NotLeader { leader_hint }) => {
+            Err(ProposeError::NotLeader { leader_hint }) => {
                 let client = self.history[op].client;
                 self.clients[client].leader_hint = leader_hint;
                 self.finish(op, Outcome::Failed("not leader".into()));
+            }
+            // The simulator's commands are a few bytes, far below the limit.
+            Err(ProposeError::TooLarge { .. }) => {
+                self.finish(op, Outcome::Failed("too large".into()));
             }
             Ok(None) => {
                 let committed = self.inv.committed_len();
