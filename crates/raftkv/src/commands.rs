@@ -7,6 +7,7 @@
 use bytes::Bytes;
 
 use crate::kv::{parse_i64, KvCommand, KvQuery};
+use crate::limits::{self as size_limits, request_size};
 use crate::resp::Reply;
 
 /// Size limits on what clients may store.
@@ -14,6 +15,9 @@ use crate::resp::Reply;
 pub struct DataLimits {
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The most one request may take (`limits::request_size`), checked
+    /// before anything else, for every command.
+    pub max_request_bytes: usize,
 }
 
 impl Default for DataLimits {
@@ -21,6 +25,7 @@ impl Default for DataLimits {
         DataLimits {
             max_key_bytes: 64 << 10,
             max_value_bytes: 1 << 20,
+            max_request_bytes: size_limits::DEFAULT_MAX_REQUEST_BYTES,
         }
     }
 }
@@ -116,6 +121,15 @@ impl DataLimits {
 pub fn classify(args: &[Bytes], limits: &DataLimits) -> Action {
     if args.is_empty() {
         return Action::Ignore;
+    }
+    // Before anything else: a request over the limit would make a log entry
+    // or a forward larger than one peer frame can carry (see `limits`).
+    let size = request_size(args);
+    if size > limits.max_request_bytes {
+        return Action::Reply(Reply::error(format!(
+            "ERR request too large ({size} bytes, limit {}; see --max-request-bytes)",
+            limits.max_request_bytes
+        )));
     }
     match classify_inner(args, limits) {
         Ok(a) => a,
@@ -355,6 +369,7 @@ mod tests {
         let limits = DataLimits {
             max_key_bytes: 4,
             max_value_bytes: 8,
+            ..DataLimits::default()
         };
         let e = error_text(classify(&args("SET longkey v"), &limits));
         assert!(e.contains("too large"), "{e}");
@@ -364,6 +379,98 @@ mod tests {
             classify(&args("SET k 12345678"), &limits),
             Action::Write(_)
         ));
+    }
+
+    #[test]
+    fn a_request_over_the_size_limit_is_refused_whatever_the_command() {
+        // Each value is under the value limit; the request as a whole is
+        // not (issue 13: a 90 MB MSET of 1 MB values cost the leader its term).
+        let limits = DataLimits {
+            max_request_bytes: 150,
+            ..DataLimits::default()
+        };
+        let v = "x".repeat(40);
+        let mset = args(&format!("MSET a {v} b {v}"));
+        assert_eq!(request_size(&mset), 4 + 1 + 40 + 1 + 40 + 5 * 16);
+        let e = error_text(classify(&mset, &limits));
+        assert!(
+            e.starts_with("ERR request too large (166 bytes, limit 150"),
+            "{e}"
+        );
+        // Reads and unknown commands are refused the same way: they would be
+        // forwarded too.
+        let mget = args(&format!("MGET {v} {v} {v}"));
+        assert!(error_text(classify(&mget, &limits)).starts_with("ERR request too large"));
+        let unknown = args(&format!("NOSUCH {v} {v} {v}"));
+        assert!(error_text(classify(&unknown, &limits)).starts_with("ERR request too large"));
+        // At the limit exactly, it is accepted.
+        let limits = DataLimits {
+            max_request_bytes: 166,
+            ..limits
+        };
+        assert!(matches!(classify(&mset, &limits), Action::Write(_)));
+    }
+
+    #[test]
+    fn every_command_encodes_within_its_request_size() {
+        // The frame bounds in `limits` rest on this: a command's log entry,
+        // or its place in a forward, is never larger than the request.
+        // Lengths around the varint steps (127/128, 16383/16384) and the
+        // largest integers.
+        let sizes = [0usize, 1, 127, 128, 16_383, 16_384];
+        let word = |n: usize| Bytes::from(vec![b'k'; n]);
+        let mut requests: Vec<Vec<Bytes>> = Vec::new();
+        for &n in &sizes {
+            let (k, v) = (word(n.max(1)), word(n));
+            requests.push(vec!["GET".into(), k.clone()]);
+            requests.push(vec!["SET".into(), k.clone(), v.clone()]);
+            requests.push(vec![
+                "SET".into(),
+                k.clone(),
+                v.clone(),
+                "IFEQ".into(),
+                v.clone(),
+            ]);
+            requests.push(vec!["INCR".into(), k.clone()]);
+            requests.push(vec![
+                "INCRBY".into(),
+                k.clone(),
+                "-9223372036854775808".into(),
+            ]);
+            requests.push(vec![
+                "DECRBY".into(),
+                k.clone(),
+                "9223372036854775807".into(),
+            ]);
+            let many: Vec<Bytes> = std::iter::once(Bytes::from("MSET"))
+                .chain((0..200).flat_map(|_| [k.clone(), v.clone()]))
+                .collect();
+            requests.push(many);
+            for name in ["MGET", "EXISTS", "DEL"] {
+                let keys = std::iter::once(Bytes::from(name)).chain((0..200).map(|_| k.clone()));
+                requests.push(keys.collect());
+            }
+        }
+        requests.push(vec!["DBSIZE".into()]);
+        let mut writes = Vec::new();
+        let mut total = 0;
+        for req in &requests {
+            let size = request_size(req);
+            let encoded = match classify(req, &DataLimits::default()) {
+                Action::Write(c) => {
+                    total += size;
+                    let len = crate::kv::encode_command(&c).len();
+                    writes.push(c);
+                    len
+                }
+                Action::Read(q) => crate::kv::encode_query(&q).len(),
+                other => panic!("{req:?}: {other:?}"),
+            };
+            assert!(encoded <= size, "{req:?}: {encoded} > {size}");
+        }
+        // A forward of many commands: the sum, plus a few bytes of its own.
+        let forward = crate::forward::encode(&crate::forward::ForwardRequest::Writes(writes));
+        assert!(forward.len() <= total + crate::limits::ARG_OVERHEAD);
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use raft::{IncarnationBook, NodeId, RaftConfig, VoteRight};
+
+use crate::limits;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -45,6 +47,7 @@ pub struct FileSettings {
     pub max_clients: Option<usize>,
     pub max_key_bytes: Option<usize>,
     pub max_value_bytes: Option<usize>,
+    pub max_request_bytes: Option<usize>,
     pub snapshot_entries: Option<u64>,
     pub snapshots_keep: Option<usize>,
     pub lease_reads: Option<bool>,
@@ -77,6 +80,7 @@ impl FileSettings {
             max_clients: self.max_clients.or(file.max_clients),
             max_key_bytes: self.max_key_bytes.or(file.max_key_bytes),
             max_value_bytes: self.max_value_bytes.or(file.max_value_bytes),
+            max_request_bytes: self.max_request_bytes.or(file.max_request_bytes),
             snapshot_entries: self.snapshot_entries.or(file.snapshot_entries),
             snapshots_keep: self.snapshots_keep.or(file.snapshots_keep),
             lease_reads: self.lease_reads.or(file.lease_reads),
@@ -100,6 +104,9 @@ pub struct ServerConfig {
     pub max_clients: usize,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// The most one request may take, all its arguments together
+    /// (`limits::request_size`); always below what one peer frame carries.
+    pub max_request_bytes: usize,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -205,6 +212,10 @@ impl ServerConfig {
             snapshots_to_keep: s.snapshots_keep.unwrap_or(2),
             lease_reads: s.lease_reads.unwrap_or(false),
             max_inflight_appends: MAX_INFLIGHT_APPENDS,
+            // The largest request any node may accept, not this node's
+            // limit: a leader sends entries that earlier leaders accepted
+            // (see `limits`).
+            max_entry_bytes: limits::MAX_REQUEST_BYTES,
             ..RaftConfig::default()
         };
         raft.validate()
@@ -212,6 +223,18 @@ impl ServerConfig {
         let request_timeout_ms = s.request_timeout_ms.unwrap_or(5000);
         if request_timeout_ms == 0 {
             return Err(invalid("--request-timeout-ms must be positive"));
+        }
+        let max_request_bytes = s
+            .max_request_bytes
+            .unwrap_or(limits::DEFAULT_MAX_REQUEST_BYTES);
+        if !(limits::MIN_REQUEST_BYTES..=limits::MAX_REQUEST_BYTES).contains(&max_request_bytes) {
+            return Err(invalid(format!(
+                "--max-request-bytes {max_request_bytes} is out of range: between {} and {} \
+                 (one request must fit one {}-byte peer frame)",
+                limits::MIN_REQUEST_BYTES,
+                limits::MAX_REQUEST_BYTES,
+                limits::MAX_FRAME_LEN
+            )));
         }
         Ok(ServerConfig {
             id,
@@ -225,6 +248,7 @@ impl ServerConfig {
             max_clients: s.max_clients.unwrap_or(10_000).max(1),
             max_key_bytes: s.max_key_bytes.unwrap_or(64 << 10),
             max_value_bytes: s.max_value_bytes.unwrap_or(1 << 20),
+            max_request_bytes,
         })
     }
 }

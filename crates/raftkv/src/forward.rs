@@ -23,6 +23,33 @@ pub enum Outcome {
     Unknown,
 }
 
+impl Outcome {
+    /// An upper bound on the outcome's encoded size, cheap to compute: what
+    /// a leader counts to keep a forward reply within one frame.
+    pub fn size_bound(&self) -> usize {
+        // At least what a tag, a varint length or an integer takes.
+        const FIELD: usize = 16;
+        match self {
+            Outcome::Done(out) => {
+                FIELD
+                    + match out {
+                        KvOutput::Ok | KvOutput::Nil => 0,
+                        KvOutput::Integer(_) => FIELD,
+                        KvOutput::Value(v) => FIELD + v.len(),
+                        KvOutput::Error(e) => FIELD + e.len(),
+                        KvOutput::Values(vs) => {
+                            FIELD
+                                + vs.iter()
+                                    .map(|v| FIELD + v.as_ref().map_or(0, Vec::len))
+                                    .sum::<usize>()
+                        }
+                    }
+            }
+            Outcome::NotApplied | Outcome::Unknown => FIELD,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardReply {
     /// The receiver does not lead; nothing was proposed.
@@ -39,4 +66,32 @@ pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
     postcard::from_bytes(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outcome_never_encodes_larger_than_its_size_bound() {
+        let big = vec![0xff; 16_384];
+        let outcomes = [
+            Outcome::Done(KvOutput::Ok),
+            Outcome::Done(KvOutput::Nil),
+            Outcome::Done(KvOutput::Integer(i64::MIN)),
+            Outcome::Done(KvOutput::Value(big.clone())),
+            Outcome::Done(KvOutput::Error("E".repeat(200))),
+            Outcome::Done(KvOutput::Values(vec![
+                None,
+                Some(big.clone()),
+                Some(Vec::new()),
+            ])),
+            Outcome::NotApplied,
+            Outcome::Unknown,
+        ];
+        for o in outcomes {
+            let len = encode(&o).len();
+            assert!(len <= o.size_bound(), "{o:?}: {len} > {}", o.size_bound());
+        }
+    }
 }

@@ -6,6 +6,7 @@ pub mod forward;
 pub mod http;
 pub mod identity;
 pub mod kv;
+pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod resp;

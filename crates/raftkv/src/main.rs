@@ -80,6 +80,12 @@ struct ServerArgs {
     /// Maximum value size in bytes (default 1048576).
     #[arg(long)]
     max_value_bytes: Option<usize>,
+    /// Maximum size of one request, all arguments together, in bytes
+    /// (default 16777216; at most 66060288, so that one request always fits
+    /// one replication frame). A larger request gets `-ERR request too
+    /// large`.
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
     /// Take a snapshot and compact the log every N applied entries
     /// (default 100000; 0: only on RAFT.SNAPSHOT).
     #[arg(long)]
@@ -110,6 +116,7 @@ impl ServerArgs {
             max_clients: self.max_clients,
             max_key_bytes: self.max_key_bytes,
             max_value_bytes: self.max_value_bytes,
+            max_request_bytes: self.max_request_bytes,
             snapshot_entries: self.snapshot_entries,
             snapshots_keep: self.snapshots_keep,
             lease_reads: self.lease_reads.then_some(true),

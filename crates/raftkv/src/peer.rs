@@ -217,15 +217,17 @@ pub enum RequestBody {
     /// `Rpc::RequestVote` or `Rpc::AppendEntries`.
     Raft(Rpc),
     /// A client request forwarded to this node; opaque to the transport.
-    Forward(Vec<u8>),
+    /// (`serde_bytes`: copied as one byte string, not byte by byte, which
+    /// matters for a forward of many large values; same bytes on the wire.)
+    Forward(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ResponseBody {
     /// The reply to a `RequestBody::Raft`.
     Raft(Rpc),
-    /// The reply to a `RequestBody::Forward`.
-    Forward(Vec<u8>),
+    /// The reply to a `RequestBody::Forward` (`serde_bytes` as there).
+    Forward(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The receiver will never answer: it dropped the request after it was
     /// handed over (`delivered`), or nobody was there to take it. Lets the
     /// caller fail now instead of waiting out its timeout.

@@ -31,6 +31,7 @@ use crate::config::{ClusterMeta, ServerConfig};
 use crate::forward::{self, ForwardReply, ForwardRequest, Outcome};
 use crate::identity::NodeIdentity;
 use crate::kv::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
+use crate::limits::{self, request_size};
 use crate::metrics::Metrics;
 use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};
 use crate::resp::{self, encode, CommandParser, Protocol, Reply};
@@ -78,35 +79,51 @@ impl Batch {
         Ok(())
     }
 
-    /// About how many bytes of keys and values the batch carries.
-    fn payload_bytes(&self) -> usize {
-        fn keys(ks: &[Vec<u8>]) -> usize {
-            ks.iter().map(Vec::len).sum()
-        }
+    /// The commands from `at` on (the batch keeps those before).
+    fn split_off(&mut self, at: usize) -> Batch {
         match self {
-            Batch::Writes(w) => w
-                .iter()
-                .map(|c| match c {
-                    KvCommand::Set { key, value } => key.len() + value.len(),
-                    KvCommand::SetIfEq {
-                        key,
-                        value,
-                        expected,
-                    } => key.len() + value.len() + expected.len(),
-                    KvCommand::Del { keys: ks } => keys(ks),
-                    KvCommand::IncrBy { key, .. } => key.len(),
-                    KvCommand::MSet { pairs } => pairs.iter().map(|(k, v)| k.len() + v.len()).sum(),
-                })
-                .sum(),
-            Batch::Reads(r) => r
-                .iter()
-                .map(|q| match q {
-                    KvQuery::Get { key } => key.len(),
-                    KvQuery::MGet { keys: ks } | KvQuery::Exists { keys: ks } => keys(ks),
-                    KvQuery::DbSize => 0,
-                })
-                .sum(),
+            Batch::Writes(w) => Batch::Writes(w.split_off(at.min(w.len()))),
+            Batch::Reads(r) => Batch::Reads(r.split_off(at.min(r.len()))),
         }
+    }
+}
+
+/// The batch a connection is building: consecutive commands of one kind,
+/// with at most `limits::MAX_REQUEST_BYTES` of requests in all, so that the
+/// batch, forwarded, fits one peer frame (a pipeline of large values is run
+/// as a few batches, in order).
+#[derive(Default)]
+struct Pending {
+    batch: Option<Batch>,
+    /// The request size of the commands in `batch`.
+    bytes: usize,
+}
+
+impl Pending {
+    /// Adds one command of request size `size`. Returns the batch to run
+    /// first when the command is of the other kind or would make it too
+    /// large (the command then starts the next batch).
+    fn add(&mut self, item: Batch, size: usize) -> Option<(Batch, usize)> {
+        let fits = self.bytes.saturating_add(size) <= limits::MAX_REQUEST_BYTES;
+        let item = match self.batch.as_mut().filter(|_| fits) {
+            Some(batch) => match batch.append(item) {
+                Ok(()) => {
+                    self.bytes += size;
+                    return None;
+                }
+                Err(item) => item,
+            },
+            None => item,
+        };
+        let full = self.take();
+        self.batch = Some(item);
+        self.bytes = size;
+        full
+    }
+
+    fn take(&mut self) -> Option<(Batch, usize)> {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.batch.take().map(|b| (b, bytes))
     }
 }
 
@@ -115,6 +132,9 @@ impl Batch {
 struct ForwardJob {
     leader: u64,
     batch: Batch,
+    /// The batch's request size (`limits::request_size` of its commands),
+    /// which bounds its encoded size.
+    bytes: usize,
     deadline: Instant,
     reply: oneshot::Sender<Option<Vec<Outcome>>>,
 }
@@ -123,7 +143,9 @@ struct ForwardJob {
 /// batches of other connections queue and then travel together in one
 /// request (batching by design, as for AppendEntries).
 const FORWARD_WINDOW: usize = 4;
-/// At most this many commands, or about this many bytes, in one forward.
+/// Batches of several connections are combined into one forward up to this
+/// many commands or bytes. (One connection's batch may be larger, up to
+/// `limits::MAX_REQUEST_BYTES`; it then travels alone.)
 const FORWARD_MAX_COMMANDS: usize = 256;
 const FORWARD_MAX_BYTES: usize = 1 << 20;
 /// Jobs whose deadlines differ by more than this travel separately: one
@@ -272,8 +294,14 @@ pub async fn run(
         data_limits: DataLimits {
             max_key_bytes: config.max_key_bytes,
             max_value_bytes: config.max_value_bytes,
+            max_request_bytes: config.max_request_bytes,
         },
-        resp_limits: resp::Limits::default(),
+        // A bulk string longer than a whole request can never be accepted:
+        // refused as it is declared, as Redis does past proto-max-bulk-len.
+        resp_limits: resp::Limits {
+            max_bulk_len: config.max_request_bytes,
+            ..resp::Limits::default()
+        },
         clients: Arc::new(Semaphore::new(config.max_clients)),
         metrics,
         max_clients_total: config.max_clients,
@@ -425,7 +453,7 @@ impl Connection {
 
     /// Runs commands in order; returns true after QUIT.
     async fn run_commands(&mut self, commands: Vec<Vec<bytes::Bytes>>) -> bool {
-        let mut batch: Option<Batch> = None;
+        let mut batch = Pending::default();
         // The command name of each batched command, for metrics.
         let mut names: Vec<String> = Vec::new();
         for args in commands {
@@ -433,26 +461,21 @@ impl Connection {
                 .first()
                 .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
                 .unwrap_or_default();
+            let size = request_size(&args);
             match classify(&args, &self.shared.data_limits) {
                 Action::Write(c) => {
-                    if !matches!(batch, Some(Batch::Writes(_))) {
-                        self.flush(batch.take(), &mut names).await;
-                        batch = Some(Batch::Writes(Vec::new()));
+                    let item = Batch::Writes(vec![c]);
+                    if let Some(full) = batch.add(item, size) {
+                        self.flush(Some(full), &mut names).await;
                     }
-                    if let Some(Batch::Writes(w)) = &mut batch {
-                        w.push(c);
-                        names.push(name);
-                    }
+                    names.push(name);
                 }
                 Action::Read(q) => {
-                    if !matches!(batch, Some(Batch::Reads(_))) {
-                        self.flush(batch.take(), &mut names).await;
-                        batch = Some(Batch::Reads(Vec::new()));
+                    let item = Batch::Reads(vec![q]);
+                    if let Some(full) = batch.add(item, size) {
+                        self.flush(Some(full), &mut names).await;
                     }
-                    if let Some(Batch::Reads(r)) = &mut batch {
-                        r.push(q);
-                        names.push(name);
-                    }
+                    names.push(name);
                 }
                 Action::Local(LocalCommand::RaftSnapshot) => {
                     self.flush(batch.take(), &mut names).await;
@@ -493,17 +516,20 @@ impl Connection {
                 Action::Ignore => {}
             }
         }
-        self.flush(batch, &mut names).await;
+        self.flush(batch.take(), &mut names).await;
         false
     }
 
-    async fn flush(&mut self, batch: Option<Batch>, names: &mut Vec<String>) {
-        let Some(batch) = batch else { return };
+    /// Runs `batch` (with the request size of its commands); `names` are its
+    /// commands' names, or more: the names of commands after it stay.
+    async fn flush(&mut self, batch: Option<(Batch, usize)>, names: &mut Vec<String>) {
+        let Some((batch, bytes)) = batch else { return };
         let read = matches!(batch, Batch::Reads(_));
         let started = Instant::now();
-        let outcomes = execute(&self.shared, batch).await;
+        let n = batch.len();
+        let outcomes = execute(&self.shared, batch, bytes).await;
         let elapsed = started.elapsed();
-        for (outcome, name) in outcomes.into_iter().zip(names.drain(..)) {
+        for (outcome, name) in outcomes.into_iter().zip(names.drain(..n.min(names.len()))) {
             let r = outcome_reply(outcome, read);
             self.shared
                 .metrics
@@ -688,24 +714,38 @@ pub fn kv_reply(out: KvOutput) -> Reply {
 /// Retries only when nothing can have been proposed (the node asked was not
 /// the leader, or the request never left this node), so one client command
 /// is at most one log entry.
-async fn execute(shared: &Shared, batch: Batch) -> Vec<Outcome> {
+///
+/// `bytes` is the batch's request size. A leader may answer forwarded reads
+/// only in part, when their values together would not fit one frame; the
+/// rest are then asked for again.
+async fn execute(shared: &Shared, batch: Batch, bytes: usize) -> Vec<Outcome> {
     let deadline = Instant::now() + shared.request_timeout;
-    let n = batch.len();
+    let mut done = Vec::with_capacity(batch.len());
+    let mut batch = batch;
     loop {
         let (state, leader_id) = shared.handle.role();
         let attempt = if state == RaftState::Leader {
             run_locally(shared, &batch, deadline).await
         } else if let Some(leader) = leader_id.filter(|&l| l != shared.node_id) {
-            forward_coalesced(shared, leader, &batch, deadline).await
+            forward_coalesced(shared, leader, &batch, bytes, deadline).await
         } else {
             None
         };
         if let Some(outcomes) = attempt {
-            return outcomes;
+            let answered = outcomes.len();
+            done.extend(outcomes);
+            // Only reads are ever answered in part (see `forward_to`), and
+            // at least one at a time.
+            if answered >= batch.len() {
+                return done;
+            }
+            batch = batch.split_off(answered);
+            continue;
         }
         let now = Instant::now();
         if now >= deadline {
-            return vec![Outcome::NotApplied; n];
+            done.extend(vec![Outcome::NotApplied; batch.len()]);
+            return done;
         }
         // No leader known yet (an election is under way): look again soon.
         tokio::time::sleep((deadline - now).min(Duration::from_millis(20))).await;
@@ -762,6 +802,12 @@ async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Optio
             Ok(out) => Outcome::Done(out),
             Err(ClientError::NotLeader { .. }) => Outcome::NotApplied,
             Err(ClientError::LeadershipLost) => Outcome::NotApplied,
+            // Only a command over the largest request any node accepts
+            // (`limits::MAX_REQUEST_BYTES`) gets here; every node refuses
+            // those before proposing, so it is a node with other limits.
+            Err(ClientError::TooLarge { size, limit }) => Outcome::Done(KvOutput::Error(format!(
+                "ERR request too large ({size} bytes, limit {limit})"
+            ))),
             Err(ClientError::Stopped) | Err(ClientError::Unknown) => Outcome::Unknown,
         };
         outcomes.push(outcome);
@@ -791,6 +837,9 @@ async fn forward_to(
     {
         Ok(bytes) => match forward::decode::<ForwardReply>(&bytes) {
             Some(ForwardReply::Outcomes(o)) if o.len() == len => Some(o),
+            // The leader answered the first reads only: their values filled
+            // a frame. The rest are asked for again.
+            Some(ForwardReply::Outcomes(o)) if reads && !o.is_empty() && o.len() < len => Some(o),
             Some(ForwardReply::NotLeader { .. }) => None,
             _ => {
                 tracing::warn!(leader, "undecodable forward reply");
@@ -809,12 +858,14 @@ async fn forward_coalesced(
     shared: &Shared,
     leader: u64,
     batch: &Batch,
+    bytes: usize,
     deadline: Instant,
 ) -> Option<Vec<Outcome>> {
     let (reply, outcomes) = oneshot::channel();
     let job = ForwardJob {
         leader,
         batch: batch.clone(),
+        bytes,
         deadline,
         reply,
     };
@@ -851,12 +902,12 @@ async fn coalesce_forwards(
         let Ok(permit) = window.clone().acquire_owned().await else {
             return;
         };
-        let (mut commands, mut bytes) = (first.batch.len(), first.batch.payload_bytes());
+        let (mut commands, mut bytes) = (first.batch.len(), first.bytes);
         let mut taken = vec![first];
         while commands < FORWARD_MAX_COMMANDS && bytes < FORWARD_MAX_BYTES {
             let Ok(job) = jobs.try_recv() else { break };
             commands += job.batch.len();
-            bytes += job.batch.payload_bytes();
+            bytes += job.bytes;
             if commands > FORWARD_MAX_COMMANDS || bytes > FORWARD_MAX_BYTES {
                 // Goes first in the next round instead.
                 next = Some(job);
@@ -931,9 +982,12 @@ async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
     let outcomes = forward_to(shared, leader, combined, deadline).await;
     let mut outcomes = outcomes.map(Vec::into_iter);
     for (reply, len) in replies.into_iter().zip(lens) {
+        // Reads answered in part: a job may get fewer outcomes than it has
+        // commands (it asks again for the rest), or none (as if not sent).
         let mine = outcomes
             .as_mut()
-            .map(|o| o.by_ref().take(len).collect::<Vec<_>>());
+            .map(|o| o.by_ref().take(len).collect::<Vec<_>>())
+            .filter(|o| !o.is_empty());
         // The connection may have given up; nobody to tell then.
         let _ = reply.send(mine);
     }
@@ -962,6 +1016,11 @@ async fn serve_forwards(shared: Arc<Shared>, mut forwards: mpsc::Receiver<Incomi
                         None
                     };
                     match outcomes {
+                        Some(o) if matches!(batch, Batch::Reads(_)) => {
+                            ForwardReply::Outcomes(fit_read_outcomes(o, limits::MAX_REQUEST_BYTES))
+                        }
+                        // Write outcomes are small (OK, an integer, a short
+                        // error): a batch's always fit one frame.
                         Some(o) => ForwardReply::Outcomes(o),
                         None => ForwardReply::NotLeader {
                             leader_hint: shared.handle.role().1,
@@ -974,6 +1033,30 @@ async fn serve_forwards(shared: Arc<Shared>, mut forwards: mpsc::Receiver<Incomi
     }
 }
 
+/// The first of `outcomes` (of forwarded reads) whose encoding fits
+/// `budget` bytes, so the reply fits one frame; the follower asks again for
+/// the rest. A first read whose reply alone is larger gets an error instead:
+/// a follower cannot relay it, but the leader can serve it directly.
+fn fit_read_outcomes(outcomes: Vec<Outcome>, budget: usize) -> Vec<Outcome> {
+    let mut left = budget;
+    let mut kept = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        let size = outcome.size_bound();
+        if size > left {
+            if kept.is_empty() {
+                kept.push(Outcome::Done(KvOutput::Error(format!(
+                    "ERR reply too large to relay from the leader ({size} bytes, limit {budget}); \
+                     send it to the leader, or ask for less at once"
+                ))));
+            }
+            break;
+        }
+        left -= size;
+        kept.push(outcome);
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -983,6 +1066,7 @@ mod tests {
         ForwardJob {
             leader,
             batch,
+            bytes: 1,
             deadline,
             reply,
         }
@@ -1055,17 +1139,41 @@ mod tests {
     }
 
     #[test]
-    fn batch_payload_counts_keys_and_values() {
-        let b = Batch::Writes(vec![
-            KvCommand::Set {
-                key: b"key".to_vec(),
-                value: vec![0; 100],
-            },
-            KvCommand::MSet {
-                pairs: vec![(b"k".to_vec(), b"vv".to_vec())],
-            },
-        ]);
-        assert_eq!(b.payload_bytes(), 3 + 100 + 1 + 2);
-        assert_eq!(read("abcd").payload_bytes(), 4);
+    fn a_connection_batch_stays_within_one_frame_of_requests() {
+        let mut pending = Pending::default();
+        let big = limits::MAX_REQUEST_BYTES / 2;
+        assert!(pending.add(write("a"), big).is_none());
+        assert!(pending.add(write("b"), big).is_none(), "exactly full");
+        // One more byte would not fit: the full batch runs first.
+        let (full, bytes) = pending.add(write("c"), 1).expect("full");
+        assert_eq!((full.len(), bytes), (2, 2 * big));
+        // A read after writes also starts a new batch.
+        let (writes, bytes) = pending.add(read("d"), 5).expect("kind changed");
+        assert_eq!((writes.len(), bytes), (1, 1));
+        let (reads, bytes) = pending.take().expect("the read");
+        assert!(matches!(reads, Batch::Reads(_)));
+        assert_eq!((reads.len(), bytes), (1, 5));
+        assert!(pending.take().is_none());
+    }
+
+    #[test]
+    fn forwarded_read_replies_are_cut_to_fit_a_frame() {
+        let value = |n: usize| Outcome::Done(KvOutput::Value(vec![7; n]));
+        let outcomes = vec![value(400), value(400), value(400), Outcome::NotApplied];
+        // Two values fit 1000 bytes; the rest are asked for again.
+        let kept = fit_read_outcomes(outcomes.clone(), 1000);
+        assert_eq!(kept, outcomes[..2].to_vec());
+        // Everything fits a larger budget.
+        assert_eq!(fit_read_outcomes(outcomes.clone(), 1 << 20), outcomes);
+        // A first reply larger than the budget becomes an error, so every
+        // round answers at least one read.
+        let kept = fit_read_outcomes(vec![value(2000), value(1)], 1000);
+        assert!(
+            matches!(&kept[..], [Outcome::Done(KvOutput::Error(e))] if e.starts_with("ERR reply too large"))
+        );
+        // The bound is honest: an encoded reply is never larger.
+        for o in &outcomes {
+            assert!(forward::encode(o).len() <= o.size_bound());
+        }
     }
 }
