@@ -1246,6 +1246,7 @@ async fn commands_commit_despite_message_loss_delay_and_partitions() {
                 }
                 Ok(Err(ClientError::LeadershipLost)) => failed.push(data),
                 Ok(Err(ClientError::Stopped)) => panic!("no node stops here"),
+                Ok(Err(ClientError::TooLarge { .. })) => panic!("the commands are a few bytes"),
                 // Outcome unknown: neither acknowledged nor known to be lost.
                 Ok(Err(ClientError::Unknown)) | Err(_) => {
                     unknown += 1;
