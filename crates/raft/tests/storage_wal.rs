@@ -44,15 +44,20 @@ fn small_segments(bytes: u64) -> FileStorageOptions {
     FileStorageOptions::default().with_segment_size(bytes)
 }
 
-/// The segment files in `dir`, in order.
-fn segments(dir: &Path) -> Vec<PathBuf> {
+/// The files in `dir` with extension `ext`, in order.
+fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|d| d.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     files.sort();
     files
+}
+
+/// The segment files in `dir`, in order.
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_with_extension(dir, "wal")
 }
 
 fn last_segment(dir: &Path) -> PathBuf {
@@ -1845,15 +1850,9 @@ fn a_crash_between_the_records_of_a_split_batch_keeps_the_hard_state_and_a_prefi
 
 // ---- Spare segments ----------------------------------------------------------
 
-/// Files in `dir` whose names end with `.spare`.
+/// Spare segments (`<seq>.wal.<unique>.spare`) in `dir`, in order.
 fn spares(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|d| d.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "spare"))
-        .collect();
-    files.sort();
-    files
+    files_with_extension(dir, "spare")
 }
 
 #[test]
@@ -1863,13 +1862,21 @@ fn roll_over_renames_the_spare_segment_prepared_in_the_background() {
     let mut storage = FileStorage::open_with(dir.path(), options.clone()).unwrap();
     let mut written = Vec::new();
     let mut index = 1;
-    // Past half the first segment: the spare for segment 2 is started.
-    while spares(dir.path()).is_empty() {
-        assert!(index < 100, "no spare was prepared");
+    // Past half the first segment: the spare for segment 2 is started, on
+    // a thread of its own (a real one: wait for its file, boundedly).
+    while logical_end(&last_segment(dir.path())) <= 2048 {
         let e = LogEntry::new(1, index, vec![index as u8; 100]);
         storage.persist(None, std::slice::from_ref(&e)).unwrap();
         written.push(e);
         index += 1;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while spares(dir.path()).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no spare was prepared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     assert_eq!(segments(dir.path()).len(), 1);
     let spare = spares(dir.path()).remove(0);
