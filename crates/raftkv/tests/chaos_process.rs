@@ -442,6 +442,7 @@ fn run_epoch(
         .collect();
 
     let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_panic = StopOnDrop(Arc::clone(&stop));
     let ports: Arc<Vec<u16>> = Arc::new(nem.c.nodes.iter().map(|n| n.client_port).collect());
     let clients: Vec<JoinHandle<Vec<HistoryOp>>> = (0..nem.cfg.clients())
         .map(|id| {
@@ -613,6 +614,16 @@ fn summarize(history: &[HistoryOp]) -> String {
 
 // ---------------------------------------------------------------------------
 // Clients.
+
+/// Sets the flag when dropped, so the client threads stop also when the
+/// test panics half-way (they would otherwise retry dead ports forever).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
 
 struct ClientSpec {
     id: usize,
