@@ -12,6 +12,18 @@
 //! Roles follow Figure 4: Follower → (PreCandidate →) Candidate → Leader, and
 //! back to Follower on any higher term (§5.1).
 
+//!
+//! One file per concern, each an `impl RaftCore` block: `election.rs`
+//! (§5.2, §9.6, §6.2), `replication.rs` (§5.3, §5.4.2), `read_only.rs`
+//! (thesis §6.4), `snapshot.rs` (§7). This file holds the state itself
+//! (Figure 2), the inputs ([`RaftCore::step`], [`RaftCore::tick`]) and the
+//! outputs ([`RaftCore::ready`]).
+
+mod election;
+mod read_only;
+mod replication;
+mod snapshot;
+
 use std::collections::{BTreeMap, VecDeque};
 
 use thiserror::Error;
@@ -361,57 +373,74 @@ impl RaftCore {
     pub fn id(&self) -> NodeId {
         self.id
     }
+
     pub fn voters(&self) -> &[NodeId] {
         &self.voters
     }
+
     pub fn state(&self) -> RaftState {
         self.state
     }
+
     pub fn term(&self) -> Term {
         self.term
     }
+
     pub fn voted_for(&self) -> Option<NodeId> {
         self.voted_for
     }
+
     pub fn leader_id(&self) -> Option<NodeId> {
         self.leader_id
     }
+
     pub fn is_leader(&self) -> bool {
         self.state == RaftState::Leader
     }
+
     pub fn commit_index(&self) -> LogIndex {
         self.commit_index
     }
+
     pub fn applied_index(&self) -> LogIndex {
         self.applied_index
     }
+
     pub fn last_log_index(&self) -> LogIndex {
         self.log.last_index()
     }
+
     pub fn last_log_term(&self) -> Term {
         self.log.last_term()
     }
+
     pub fn persisted_index(&self) -> LogIndex {
         self.persisted_index
     }
+
     pub fn config(&self) -> &RaftConfig {
         &self.config
     }
+
     /// Last index covered by the snapshot the log starts after (0: none).
     pub fn snapshot_index(&self) -> LogIndex {
         self.log.snapshot_index()
     }
+
     pub fn snapshot_term(&self) -> Term {
         self.log.snapshot_term()
     }
+
     /// The term of the entry at `index` (also the snapshot's last index).
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {
         self.log.term(index)
     }
+
     /// The entry at `index`, if this node's log has it.
     pub fn entry(&self, index: LogIndex) -> Option<&LogEntry> {
         self.log.entry(index)
     }
+
     /// Leader only: `(peer, match_index, next_index)` for each follower.
     pub fn replication_progress(&self) -> Vec<(NodeId, LogIndex, LogIndex)> {
         self.progress
@@ -419,6 +448,7 @@ impl RaftCore {
             .map(|(id, p)| (*id, p.match_index, p.next_index))
             .collect()
     }
+
     /// Leader only: ticks since each follower last answered.
     pub fn peer_contact_ticks(&self) -> Vec<(NodeId, u64)> {
         self.progress
@@ -453,201 +483,6 @@ impl RaftCore {
                 }
             }
         }
-    }
-
-    fn tick_leader(&mut self) {
-        self.heartbeat_elapsed += 1;
-        for p in self.progress.values_mut() {
-            p.ticks_since_contact = p.ticks_since_contact.saturating_add(1);
-            p.ticks_since_ack = p.ticks_since_ack.saturating_add(1);
-        }
-        // Thesis §6.2 check-quorum: a leader that cannot reach a majority
-        // within an election timeout steps down, so clients are not stuck
-        // waiting on a leader that can no longer commit.
-        if self.config.check_quorum && !self.quorum_recently_active() {
-            tracing::info!(
-                id = self.id,
-                term = self.term,
-                "check-quorum failed: stepping down"
-            );
-            self.become_follower(self.term, None);
-            return;
-        }
-        if self.heartbeat_elapsed >= self.heartbeat_ticks {
-            self.heartbeat_elapsed = 0;
-            if self.config.lease_reads {
-                // Thesis §6.4.1: every heartbeat is a new round, so each
-                // majority of acknowledgements extends the lease.
-                self.start_read_round();
-            }
-            self.broadcast_heartbeat();
-        }
-    }
-
-    fn quorum_recently_active(&self) -> bool {
-        let active = 1 + self
-            .progress
-            .values()
-            .filter(|p| p.voter && p.ticks_since_contact < self.election_ticks_min)
-            .count();
-        active >= self.quorum()
-    }
-
-    /// Client proposal (§5.3: "the leader appends the command to its log as a
-    /// new entry"). Returns the entry's index and term; the command is applied
-    /// when that index commits with that term. Followers and candidates refuse,
-    /// with a hint of who leads.
-    ///
-    /// A command over [`RaftConfig::max_entry_bytes`] is refused on every
-    /// node: once in the log, every AppendEntries to a follower that lacks it
-    /// would start with it, so an entry the transport cannot carry would stop
-    /// replication for good. Refusing it here, before it touches the log,
-    /// means replication never meets an entry it cannot send (see
-    /// [`RaftConfig::max_append_bytes`]).
-    pub fn propose(&mut self, data: Vec<u8>) -> Result<(LogIndex, Term), ProposeError> {
-        if data.len() > self.config.max_entry_bytes {
-            return Err(ProposeError::TooLarge {
-                size: data.len(),
-                limit: self.config.max_entry_bytes,
-            });
-        }
-        if self.state != RaftState::Leader {
-            return Err(ProposeError::NotLeader {
-                leader_hint: self.leader_id,
-            });
-        }
-        let index = self.log.last_index() + 1;
-        self.log.append(LogEntry::new(self.term, index, data));
-        self.need_broadcast = true;
-        Ok((index, self.term))
-    }
-
-    /// A linearizable read (thesis §6.4, ReadIndex). The answer arrives in a
-    /// later Ready's `read_states` under `id`: the index the state machine
-    /// must have applied before the read is served.
-    pub fn read_index(&mut self, id: u64) -> Result<(), NotLeader> {
-        if self.state != RaftState::Leader {
-            return Err(NotLeader::NotLeader {
-                leader_hint: self.leader_id,
-            });
-        }
-        // Thesis §6.4 step 1: a new leader does not know the commit index
-        // until an entry of its own term commits (its no-op), so it waits.
-        if self.log.term(self.commit_index) != Some(self.term) {
-            self.reads_awaiting_commit.push(id);
-            return Ok(());
-        }
-        if self.lease_valid() {
-            // Thesis §6.4.1: within the lease no other leader can exist, so
-            // the commit index is current without asking anyone.
-            self.lease_reads_served += 1;
-            self.read_states.push(ReadState {
-                id,
-                result: Ok(self.commit_index),
-            });
-            return Ok(());
-        }
-        self.register_read(id);
-        Ok(())
-    }
-
-    /// How many reads this core answered from its lease (thesis §6.4.1)
-    /// rather than with a heartbeat round.
-    pub fn lease_reads_served(&self) -> u64 {
-        self.lease_reads_served
-    }
-
-    /// Thesis §6.4.1, lease reads: true while no other server can have been
-    /// elected. A majority acknowledged a heartbeat round that started at
-    /// tick `k`; each of them received it after `k` and, by the
-    /// vote-abstention rule (thesis §4.2.3, see `in_lease`), grants no vote
-    /// for a minimum election timeout of its own clock. So no other leader
-    /// exists until `k + lease_ticks` on ours (the drift margin is in
-    /// `lease_ticks`). Our tick `k` was already partly over when the round
-    /// started, so `ticks - k` whole ticks plus a part of one have passed:
-    /// the lease holds while `ticks - k + 1 <= lease_ticks`.
-    fn lease_valid(&mut self) -> bool {
-        if !self.config.lease_reads || self.state != RaftState::Leader {
-            return false;
-        }
-        let Some(acked) = self.quorum_read_round() else {
-            return false;
-        };
-        // Rounds older than the one a majority acknowledged no longer matter.
-        while self.round_started.len() > 1
-            && self.round_started.front().is_some_and(|&(r, _)| r < acked)
-        {
-            self.round_started.pop_front();
-        }
-        let lease = if self.bugs.lease_ignores_clock_drift {
-            2 * self.election_ticks_min
-        } else {
-            self.config.lease_ticks()
-        };
-        match self.round_started.front() {
-            // `started` was read from `ticks`, which only grows.
-            Some(&(round, started)) if round == acked => self.ticks - started < lease,
-            _ => false,
-        }
-    }
-
-    /// The newest heartbeat round a majority (this leader included) has
-    /// echoed, if any.
-    fn quorum_read_round(&self) -> Option<u64> {
-        // A follower that may not vote confirms nothing (it may be behind
-        // a term it forgot).
-        let mut rounds: Vec<u64> = self
-            .progress
-            .values()
-            .map(|p| if p.voter { p.read_round } else { 0 })
-            .collect();
-        rounds.push(self.read_round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        rounds.get(self.quorum() - 1).copied()
-    }
-
-    /// Reads wait for a round, and none is in flight: at most one ReadIndex
-    /// round is outstanding, and every read that arrives meanwhile shares
-    /// the next one (batching by design: under load, a round per round
-    /// trip, not a round per loop turn). A lost round is re-sent by the next
-    /// heartbeat, which carries the same round number.
-    fn read_round_can_start(&self) -> bool {
-        self.read_round_needed && !self.read_round_in_flight()
-    }
-
-    /// The newest round has not yet been echoed by a majority.
-    fn read_round_in_flight(&self) -> bool {
-        let echoed = 1 + self
-            .progress
-            .values()
-            .filter(|p| p.voter && p.read_round >= self.read_round)
-            .count();
-        echoed < self.quorum()
-    }
-
-    fn start_read_round(&mut self) {
-        self.read_round += 1;
-        if self.config.lease_reads {
-            self.round_started.push_back((self.read_round, self.ticks));
-        }
-    }
-
-    fn register_read(&mut self, id: u64) {
-        if self.voters.len() == 1 || self.bugs.read_without_quorum_check {
-            self.read_states.push(ReadState {
-                id,
-                result: Ok(self.commit_index),
-            });
-            return;
-        }
-        // Step 2: confirm leadership with a round of heartbeats; every read
-        // registered before the next flush shares the same round (batching).
-        self.pending_reads.push(PendingRead {
-            id,
-            index: self.commit_index,
-            round: self.read_round + 1,
-        });
-        self.read_round_needed = true;
     }
 
     /// Tells a leader that a message to `peer` could not be delivered, so the
@@ -754,703 +589,6 @@ impl RaftCore {
             Rpc::InstallSnapshotReply(_) => {}
         }
     }
-
-    fn snapshot_reply(&self, success: bool, installed: bool) -> InstallSnapshotReply {
-        InstallSnapshotReply {
-            term: self.term,
-            success,
-            next_offset: 0,
-            installed,
-        }
-    }
-
-    // ----- Snapshots (§7) ----------------------------------------------------
-
-    /// A chunk of InstallSnapshot arrived from `from`. Applies the term rules
-    /// of any request from a leader (a stale one is refused; a current one
-    /// resets the election timer, so a long transfer does not cause an
-    /// election) and says what to do with the bytes. The hard state may have
-    /// changed: run a Ready through storage before replying.
-    pub fn handle_snapshot_chunk(
-        &mut self,
-        from: NodeId,
-        args: &InstallSnapshotArgs,
-    ) -> SnapshotChunkVerdict {
-        if args.term < self.term || !self.voters.contains(&from) || from == self.id {
-            return SnapshotChunkVerdict::Refuse { term: self.term };
-        }
-        if args.term > self.term || self.state != RaftState::Follower {
-            self.become_follower(args.term, Some(from));
-        }
-        self.leader_id = Some(from);
-        self.election_elapsed = 0;
-        if args.last_included_index <= self.commit_index {
-            return SnapshotChunkVerdict::Covered { term: self.term };
-        }
-        SnapshotChunkVerdict::Accept { term: self.term }
-    }
-
-    /// The snapshot ending at (`index`, `term`) is durable on this node and
-    /// the state machine was restored from it: the log now starts after it
-    /// (§7), and everything it covers counts as committed and applied.
-    /// Returns `Some(true)` when a suffix of the log was kept (the storage
-    /// should `compact`), `Some(false)` when the log was discarded (the
-    /// storage should `reset`), and `None` when the snapshot is older than
-    /// what this node already committed (nothing changes).
-    pub fn restore_snapshot(&mut self, index: LogIndex, term: Term) -> Option<bool> {
-        if index <= self.commit_index {
-            return None;
-        }
-        let kept = self.log.restore(index, term);
-        self.commit_index = index;
-        self.applied_index = index;
-        self.persisted_index = if kept {
-            self.persisted_index.max(index)
-        } else {
-            index
-        };
-        Some(kept)
-    }
-
-    /// Forgets log entries up to `index`, now covered by a durable snapshot
-    /// of the state machine. Only applied, durable entries may go. Returns
-    /// whether anything was compacted.
-    pub fn compact(&mut self, index: LogIndex) -> bool {
-        if index > self.applied_index || index > self.persisted_index {
-            return false;
-        }
-        self.log.compact(index)
-    }
-
-    /// The leader's snapshot transfer to `peer` ended. On success the
-    /// follower holds everything up to `index`; replication resumes after it.
-    pub fn snapshot_sent(&mut self, peer: NodeId, index: LogIndex, success: bool) {
-        let Some(p) = self.progress.get_mut(&peer) else {
-            return;
-        };
-        // The driver sends the newest snapshot it has, which may be newer
-        // than the one that was pending: any index will do.
-        if p.snapshot_pending.is_none() {
-            return;
-        }
-        p.snapshot_pending = None;
-        p.probing = true;
-        p.inflight.clear();
-        if success {
-            p.match_index = p.match_index.max(index);
-            p.next_index = index + 1;
-            p.ticks_since_ack = 0;
-            self.maybe_commit();
-            self.send_appends(peer);
-        }
-    }
-
-    /// True while this node believes a leader is alive: a follower that heard
-    /// from one within the minimum election timeout, or a leader in contact
-    /// with a majority.
-    fn in_lease(&self) -> bool {
-        match self.state {
-            RaftState::Leader => self.quorum_recently_active(),
-            RaftState::Follower => {
-                (self.leader_id.is_some() && self.election_elapsed < self.election_ticks_min)
-                    // Thesis §6.4.1: with leases, a restarted server may have
-                    // acknowledged a leader just before it stopped, and it
-                    // does not remember: it waits out a minimum election
-                    // timeout before voting, as if it had just heard from one.
-                    || (self.config.lease_reads && self.ticks < self.election_ticks_min)
-            }
-            _ => false,
-        }
-    }
-
-    // ----- Elections (§5.2, §5.4.1, thesis §9.6) ---------------------------
-
-    fn reset_election_timer(&mut self) {
-        self.election_elapsed = 0;
-        self.randomized_election_timeout = self
-            .rng
-            .u64(self.election_ticks_min..self.election_ticks_max);
-    }
-
-    fn campaign(&mut self) {
-        if self.config.pre_vote {
-            self.become_pre_candidate();
-        } else {
-            self.become_candidate();
-        }
-    }
-
-    fn become_pre_candidate(&mut self) {
-        self.state = RaftState::PreCandidate;
-        self.leader_id = None;
-        self.progress.clear();
-        self.fail_pending_reads();
-        self.reset_election_timer();
-        self.votes.clear();
-        self.votes.insert(self.id, true);
-        tracing::debug!(id = self.id, term = self.term, "pre-vote campaign");
-        if self.votes_granted() >= self.quorum() {
-            self.become_candidate();
-            return;
-        }
-        self.request_votes(self.term + 1, true);
-    }
-
-    fn become_candidate(&mut self) {
-        // §5.2: "increment currentTerm, vote for self, reset election timer,
-        // send RequestVote RPCs to all other servers".
-        self.term += 1;
-        self.voted_for = Some(self.id);
-        self.state = RaftState::Candidate;
-        self.leader_id = None;
-        self.progress.clear();
-        self.fail_pending_reads();
-        self.reset_election_timer();
-        self.votes.clear();
-        self.votes.insert(self.id, true);
-        tracing::debug!(id = self.id, term = self.term, "election campaign");
-        if self.votes_granted() >= self.quorum() {
-            self.become_leader();
-            return;
-        }
-        self.request_votes(self.term, false);
-    }
-
-    fn request_votes(&mut self, term: Term, pre_vote: bool) {
-        let args = RequestVoteArgs {
-            term,
-            candidate_id: self.id,
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
-            pre_vote,
-        };
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
-            // Sent after persistence: the candidate's new term and self-vote
-            // must be durable before it asks (a restarted node must not vote
-            // again in a term where it already voted for itself).
-            self.send_after_persist(peer, Rpc::RequestVote(args.clone()));
-        }
-    }
-
-    fn votes_granted(&self) -> usize {
-        self.votes.values().filter(|&&g| g).count()
-    }
-
-    fn votes_rejected(&self) -> usize {
-        self.votes.values().filter(|&&g| !g).count()
-    }
-
-    fn handle_request_vote(&mut self, from: NodeId, a: RequestVoteArgs) {
-        let log_ok = self.log.is_up_to_date(a.last_log_index, a.last_log_term);
-        if a.pre_vote {
-            // Thesis §9.6: grant a pre-vote only to a candidate whose log is
-            // up to date and only if we have not heard from a leader within
-            // the minimum election timeout. Nothing is changed or persisted.
-            let grant = a.term > self.term && log_ok && !self.in_lease() && self.may_vote;
-            let reply = RequestVoteReply {
-                term: if grant { a.term } else { self.term },
-                vote_granted: grant,
-                pre_vote: true,
-            };
-            self.send_after_persist(from, Rpc::RequestVoteReply(reply));
-            return;
-        }
-        // Figure 2, RequestVote receiver: "If votedFor is null or candidateId,
-        // and candidate's log is at least as up-to-date as receiver's log,
-        // grant vote" (§5.2, §5.4.1). We also refuse while we know a leader
-        // of this term: it already has a majority.
-        let can_vote = self.voted_for == Some(a.candidate_id)
-            || (self.voted_for.is_none() && self.leader_id.is_none());
-        // A server that may have voted in a life it forgot grants nothing
-        // (see `set_may_vote`).
-        let grant = can_vote && log_ok && self.may_vote;
-        if grant {
-            self.voted_for = Some(a.candidate_id);
-            self.reset_election_timer();
-        }
-        let reply = RequestVoteReply {
-            term: self.term,
-            vote_granted: grant,
-            pre_vote: false,
-        };
-        // The vote is sent only once `voted_for` is durable.
-        self.send_after_persist(from, Rpc::RequestVoteReply(reply));
-    }
-
-    fn handle_vote_reply(&mut self, from: NodeId, r: RequestVoteReply) {
-        let expected = match self.state {
-            RaftState::PreCandidate if r.pre_vote => !r.vote_granted || r.term == self.term + 1,
-            RaftState::Candidate if !r.pre_vote => r.term == self.term,
-            _ => false,
-        };
-        if !expected {
-            return;
-        }
-        self.votes.insert(from, r.vote_granted);
-        if self.votes_granted() >= self.quorum() {
-            if self.state == RaftState::PreCandidate {
-                self.become_candidate();
-            } else {
-                self.become_leader();
-            }
-        } else if self.votes_rejected() >= self.quorum() {
-            // Lost: wait for a leader or the next timeout as a follower.
-            self.become_follower(self.term, None);
-        }
-    }
-
-    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        if term > self.term {
-            self.term = term;
-            self.voted_for = None;
-        }
-        let was_leader = self.state == RaftState::Leader;
-        self.state = RaftState::Follower;
-        self.leader_id = leader;
-        self.votes.clear();
-        self.progress.clear();
-        self.round_started.clear();
-        self.fail_pending_reads();
-        self.reset_election_timer();
-        if was_leader {
-            tracing::info!(id = self.id, term = self.term, "stepped down");
-        }
-    }
-
-    fn become_leader(&mut self) {
-        tracing::info!(id = self.id, term = self.term, "became leader");
-        self.state = RaftState::Leader;
-        self.leader_id = Some(self.id);
-        self.votes.clear();
-        self.heartbeat_elapsed = 0;
-        self.election_elapsed = 0;
-        let next_index = self.log.last_index() + 1;
-        let peers: Vec<NodeId> = self.peers().collect();
-        self.progress = peers
-            .into_iter()
-            .map(|p| {
-                (
-                    p,
-                    Progress {
-                        // Figure 2: "initialized to leader last log index + 1".
-                        next_index,
-                        match_index: 0,
-                        probing: true,
-                        inflight: VecDeque::new(),
-                        ticks_since_contact: 0,
-                        ticks_since_ack: 0,
-                        read_round: 0,
-                        commit_told: 0,
-                        snapshot_pending: None,
-                        voter: true,
-                    },
-                )
-            })
-            .collect();
-        // §8: a leader commits a blank no-op entry at the start of its term, so
-        // that entries of earlier terms commit (§5.4.2) and reads are safe.
-        if !self.bugs.skip_noop_on_election {
-            let index = self.log.last_index() + 1;
-            self.log.append(LogEntry::noop(self.term, index));
-        }
-        self.need_broadcast = true;
-        self.round_started.clear();
-        if self.config.lease_reads {
-            // The no-op's AppendEntries carry the first round of the lease.
-            self.start_read_round();
-        }
-        self.maybe_commit();
-    }
-
-    // ----- Log replication (§5.3) -------------------------------------------
-
-    fn handle_append_entries(&mut self, from: NodeId, a: AppendEntriesArgs) {
-        // Here a.term == self.term. §5.2: a candidate that receives
-        // AppendEntries from the leader of its term returns to follower.
-        if self.state != RaftState::Follower {
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader_id = Some(from);
-        self.election_elapsed = 0;
-
-        // Entries must follow prev_log_index one by one, with terms no newer
-        // than the leader's. (Checked arithmetic: these numbers come from the
-        // network.)
-        let consecutive = a.entries.iter().enumerate().all(|(i, e)| {
-            a.prev_log_index.checked_add(1 + i as LogIndex) == Some(e.index) && e.term <= a.term
-        });
-        let read_round = a.read_round;
-        let mut a = a;
-        let snapshot_index = self.log.snapshot_index();
-        if consecutive && a.prev_log_index < snapshot_index {
-            // Entries up to our snapshot are committed, so they equal the
-            // leader's (Log Matching, Leader Completeness): skip them and
-            // check consistency at the snapshot's last entry instead.
-            let skip = (snapshot_index - a.prev_log_index) as usize;
-            if skip >= a.entries.len() {
-                let match_index = a.prev_log_index + a.entries.len() as LogIndex;
-                let reply = self.append_reply(true, match_index, 0, 0, None, read_round);
-                self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
-                return;
-            }
-            a.entries.drain(..skip);
-            a.prev_log_index = snapshot_index;
-            a.prev_log_term = self.log.snapshot_term();
-        }
-        if !consecutive {
-            // Every request gets exactly one reply (the driver relies on it).
-            tracing::warn!(id = self.id, from, "refusing malformed AppendEntries");
-            let last = self.log.last_index();
-            let reply = self.append_reply(false, 0, a.prev_log_index, last + 1, None, read_round);
-            self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
-            return;
-        }
-        match self.log.term(a.prev_log_index) {
-            Some(t) if t == a.prev_log_term => {
-                let match_index = a.prev_log_index + a.entries.len() as LogIndex;
-                if self.bugs.truncate_on_stale_append {
-                    self.log.truncate_after_for_bug(a.prev_log_index);
-                }
-                self.log.append_from_leader(a.entries);
-                self.persisted_index = self.persisted_index.min(self.log.unstable_from() - 1);
-                // Figure 2: "If leaderCommit > commitIndex, set commitIndex =
-                // min(leaderCommit, index of last new entry)".
-                let new_commit = a.leader_commit.min(match_index);
-                if new_commit > self.commit_index {
-                    self.commit_index = new_commit;
-                }
-                let reply = self.append_reply(true, match_index, 0, 0, None, read_round);
-                self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
-            }
-            conflict => {
-                // Figure 2: "Reply false if log doesn't contain an entry at
-                // prevLogIndex whose term matches prevLogTerm", with the
-                // thesis §5.3 hint so the leader skips a whole term at once.
-                let (conflict_index, conflict_term) = match conflict {
-                    Some(t) => (self.log.first_index_of_term_at(a.prev_log_index), Some(t)),
-                    None => (self.log.last_index() + 1, None),
-                };
-                let reply = self.append_reply(
-                    false,
-                    0,
-                    a.prev_log_index,
-                    conflict_index,
-                    conflict_term,
-                    read_round,
-                );
-                self.send_after_persist(from, Rpc::AppendEntriesReply(reply));
-            }
-        }
-    }
-
-    fn append_reply(
-        &self,
-        success: bool,
-        match_index: LogIndex,
-        rejected_prev_index: LogIndex,
-        conflict_index: LogIndex,
-        conflict_term: Option<Term>,
-        read_round: u64,
-    ) -> AppendEntriesReply {
-        AppendEntriesReply {
-            term: self.term,
-            success,
-            match_index,
-            rejected_prev_index,
-            conflict_index,
-            conflict_term,
-            read_round,
-            voter: self.may_vote,
-        }
-    }
-
-    fn handle_append_reply(&mut self, from: NodeId, r: AppendEntriesReply) {
-        if self.state != RaftState::Leader {
-            return;
-        }
-        let last_index = self.log.last_index();
-        let Some(p) = self.progress.get_mut(&from) else {
-            return;
-        };
-        p.ticks_since_contact = 0;
-        // Sticky for the term: a late reply from before the follower lost
-        // its disk says `voter` too, and must not make the acknowledgements
-        // of its new, forgetful self count again.
-        p.voter &= r.voter;
-        // Any reply in our term acknowledges us as leader: it counts for the
-        // heartbeat round of ReadIndex, success or not.
-        p.read_round = p.read_round.max(r.read_round);
-        if p.snapshot_pending.is_some() {
-            // Heartbeat replies during a snapshot transfer say nothing new.
-            self.release_reads();
-            return;
-        }
-        if r.success {
-            if r.match_index > last_index {
-                tracing::warn!(from, r.match_index, "ignoring reply beyond our log");
-                return;
-            }
-            if r.match_index > p.match_index {
-                p.match_index = r.match_index;
-                p.ticks_since_ack = 0;
-            }
-            if p.probing && r.match_index + 1 >= p.next_index {
-                // The probe found where our logs agree: start streaming.
-                p.probing = false;
-            }
-            p.next_index = p.next_index.max(p.match_index + 1);
-            let m = p.match_index;
-            p.inflight.retain(|&i| i > m);
-            self.maybe_commit();
-        } else if r.rejected_prev_index > p.match_index {
-            // §5.3: "After a rejection, the leader decrements nextIndex and
-            // retries" — using the fast-backup hint to skip a term at a time.
-            let hinted = match r.conflict_term {
-                Some(t) => self
-                    .log
-                    .last_index_of_term(t)
-                    .map_or(r.conflict_index, |i| i + 1),
-                None => r.conflict_index,
-            };
-            let hinted = hinted.min(r.rejected_prev_index);
-            p.next_index = hinted.max(p.match_index + 1);
-            p.probing = true;
-            p.inflight.clear();
-        } else if r.rejected_prev_index == p.match_index
-            && r.conflict_term.is_none()
-            && r.conflict_index <= p.match_index
-        {
-            // A check at exactly the match index failed (heartbeats check
-            // there): the follower's log ends before entries it once
-            // acknowledged. It lost its disk (an operator wiped its data
-            // dir), or, rarely, this is an old reply overtaken by a later
-            // success. Probing again from where it says it ends is the only
-            // way forward in the first case and costs a round trip in the
-            // second. (Lowering match_index never lowers commit_index.)
-            tracing::debug!(
-                peer = from,
-                r.conflict_index,
-                match_index = p.match_index,
-                "follower log shorter than acknowledged; probing again"
-            );
-            p.match_index = r.conflict_index.saturating_sub(1);
-            p.next_index = r.conflict_index.max(1);
-            p.probing = true;
-            p.inflight.clear();
-        } else {
-            // A stale rejection: we already know the logs agree beyond it.
-        }
-        self.release_reads();
-        if !self.send_appends(from) {
-            // Let a follower that has caught up learn the commit index now
-            // rather than at the next heartbeat.
-            if self.commit_untold(from) {
-                self.send_heartbeat(from);
-            }
-        }
-    }
-
-    /// Sends as many AppendEntries with entries to `to` as flow control allows.
-    /// Returns whether anything was sent.
-    fn send_appends(&mut self, to: NodeId) -> bool {
-        let mut sent = false;
-        loop {
-            let Some(p) = self.progress.get(&to) else {
-                return sent;
-            };
-            let can_send = if p.probing {
-                p.inflight.is_empty()
-            } else {
-                p.inflight.len() < self.config.max_inflight_appends
-            };
-            if p.snapshot_pending.is_some() {
-                return sent;
-            }
-            if p.next_index <= self.log.snapshot_index() {
-                // §7: the entries this follower needs were compacted away;
-                // it gets the snapshot instead.
-                let index = self.log.snapshot_index();
-                if let Some(p) = self.progress.get_mut(&to) {
-                    p.snapshot_pending = Some(index);
-                    p.inflight.clear();
-                }
-                self.snapshots_to_send.push(to);
-                return sent;
-            }
-            if !can_send || p.next_index > self.log.last_index() {
-                return sent;
-            }
-            let next = p.next_index;
-            let probing = p.probing;
-            let entries = self.log.slice(
-                next,
-                self.config.max_entries_per_append,
-                self.config.max_bytes_per_append,
-            );
-            let Some(last) = entries.last().map(|e| e.index) else {
-                return sent;
-            };
-            let prev_log_index = next - 1;
-            let Some(prev_log_term) = self.log.term(prev_log_index) else {
-                return sent;
-            };
-            let args = AppendEntriesArgs {
-                term: self.term,
-                leader_id: self.id,
-                prev_log_index,
-                prev_log_term,
-                entries,
-                leader_commit: self.commit_index,
-                read_round: self.read_round,
-            };
-            let commit = self.commit_index;
-            if let Some(p) = self.progress.get_mut(&to) {
-                p.inflight.push_back(last);
-                p.commit_told = p.commit_told.max(commit.min(last));
-                if !probing {
-                    // Pipelining: assume success and move on.
-                    p.next_index = last + 1;
-                }
-            }
-            self.send_now(to, Rpc::AppendEntries(args));
-            sent = true;
-            if probing {
-                return sent;
-            }
-        }
-    }
-
-    /// A heartbeat is an AppendEntries with no entries whose consistency
-    /// check is at the follower's known match index, so it always succeeds on
-    /// a follower of this term and never interferes with entries in flight.
-    fn send_heartbeat(&mut self, to: NodeId) {
-        let commit = self.commit_index;
-        let Some(p) = self.progress.get_mut(&to) else {
-            return;
-        };
-        // A match index inside the compacted prefix has no term here any
-        // more: check at the snapshot's last entry (a follower still behind
-        // it refuses, which is fine: the reply still confirms our term).
-        let prev_log_index = p.match_index.max(self.log.snapshot_index());
-        p.commit_told = p.commit_told.max(commit.min(p.match_index));
-        let Some(prev_log_term) = self.log.term(prev_log_index) else {
-            return;
-        };
-        let args = AppendEntriesArgs {
-            term: self.term,
-            leader_id: self.id,
-            prev_log_index,
-            prev_log_term,
-            entries: Vec::new(),
-            leader_commit: self.commit_index,
-            read_round: self.read_round,
-        };
-        self.send_now(to, Rpc::AppendEntries(args));
-    }
-
-    fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
-        for peer in peers {
-            let recover = match self.progress.get_mut(&peer) {
-                Some(p) if p.probing => {
-                    // Re-send a probe that may have been lost.
-                    p.inflight.clear();
-                    true
-                }
-                Some(p)
-                    if !p.inflight.is_empty() && p.ticks_since_ack >= self.election_ticks_min =>
-                {
-                    // Entries in flight for a whole election timeout with no
-                    // acknowledgement: assume they were lost and probe again.
-                    p.probing = true;
-                    p.next_index = p.match_index + 1;
-                    p.inflight.clear();
-                    true
-                }
-                _ => false,
-            };
-            if recover {
-                self.send_appends(peer);
-            }
-            self.send_heartbeat(peer);
-        }
-    }
-
-    /// §5.3/§5.4.2: "If there exists an N such that N > commitIndex, a majority
-    /// of matchIndex[i] ≥ N, and log[N].term == currentTerm: set commitIndex = N".
-    fn maybe_commit(&mut self) {
-        if self.state != RaftState::Leader {
-            return;
-        }
-        // A follower that may not vote holds entries but counts for no
-        // majority: it forgot its term, so it may have acknowledged a
-        // deposed leader (`AppendEntriesReply::voter`).
-        let mut matched: Vec<LogIndex> = self
-            .progress
-            .values()
-            .map(|p| if p.voter { p.match_index } else { 0 })
-            .collect();
-        matched.push(self.persisted_index);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&n) = matched.get(self.quorum() - 1) else {
-            return;
-        };
-        if n <= self.commit_index {
-            return;
-        }
-        // Figure 8: an entry from an earlier term is never committed by
-        // counting replicas; it commits only indirectly, when an entry of the
-        // current term after it does.
-        let own_term = self.log.term(n) == Some(self.term);
-        if own_term || self.bugs.commit_previous_term_by_counting {
-            self.commit_index = n;
-            self.need_broadcast = true;
-            if own_term && !self.reads_awaiting_commit.is_empty() {
-                for id in std::mem::take(&mut self.reads_awaiting_commit) {
-                    self.register_read(id);
-                }
-            }
-        }
-    }
-
-    /// Answers the pending reads whose heartbeat round a majority has echoed.
-    fn release_reads(&mut self) {
-        if self.pending_reads.is_empty() {
-            return;
-        }
-        let Some(acked) = self.quorum_read_round() else {
-            return;
-        };
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_reads)
-            .into_iter()
-            .partition(|r| r.round <= acked);
-        self.pending_reads = waiting;
-        self.read_states
-            .extend(ready.into_iter().map(|r| ReadState {
-                id: r.id,
-                result: Ok(r.index),
-            }));
-    }
-
-    fn fail_pending_reads(&mut self) {
-        let hint = self.leader_id;
-        let ids: Vec<u64> = self
-            .pending_reads
-            .drain(..)
-            .map(|r| r.id)
-            .chain(self.reads_awaiting_commit.drain(..))
-            .collect();
-        self.read_round_needed = false;
-        for id in ids {
-            self.read_states.push(ReadState {
-                id,
-                result: Err(NotLeader::NotLeader { leader_hint: hint }),
-            });
-        }
-    }
-
-    // ----- Output -----------------------------------------------------------
 
     fn send_now(&mut self, to: NodeId, rpc: Rpc) {
         self.messages.push(Message {
