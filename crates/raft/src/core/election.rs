@@ -3,6 +3,7 @@
 //! leading (Figure 4), the vote rule with §5.4.1's up-to-date check, and what
 //! a new leader does on taking office.
 
+use super::quorum::{self, VoteResult};
 use super::*;
 
 impl RaftCore {
@@ -36,12 +37,13 @@ impl RaftCore {
     }
 
     pub(super) fn quorum_recently_active(&self) -> bool {
-        let active = 1 + self
-            .progress
-            .values()
-            .filter(|p| p.voter && p.ticks_since_contact < self.election_ticks_min)
-            .count();
-        active >= self.quorum()
+        quorum::has_majority(&self.voters, |id| {
+            id == self.id
+                || self
+                    .progress
+                    .get(&id)
+                    .is_some_and(|p| p.voter && p.ticks_since_contact < self.election_ticks_min)
+        })
     }
 
     pub(super) fn reset_election_timer(&mut self) {
@@ -68,7 +70,7 @@ impl RaftCore {
         self.votes.clear();
         self.votes.insert(self.id, true);
         tracing::debug!(id = self.id, term = self.term, "pre-vote campaign");
-        if self.votes_granted() >= self.quorum() {
+        if self.vote_result() == VoteResult::Won {
             self.become_candidate();
             return;
         }
@@ -88,7 +90,7 @@ impl RaftCore {
         self.votes.clear();
         self.votes.insert(self.id, true);
         tracing::debug!(id = self.id, term = self.term, "election campaign");
-        if self.votes_granted() >= self.quorum() {
+        if self.vote_result() == VoteResult::Won {
             self.become_leader();
             return;
         }
@@ -112,12 +114,10 @@ impl RaftCore {
         }
     }
 
-    pub(super) fn votes_granted(&self) -> usize {
-        self.votes.values().filter(|&&g| g).count()
-    }
-
-    pub(super) fn votes_rejected(&self) -> usize {
-        self.votes.values().filter(|&&g| !g).count()
+    /// §5.2: "A candidate wins an election if it receives votes from a
+    /// majority of the servers in the full cluster for the same term."
+    pub(super) fn vote_result(&self) -> VoteResult {
+        quorum::vote_result(&self.voters, &self.votes)
     }
 
     pub(super) fn handle_request_vote(&mut self, from: NodeId, a: RequestVoteArgs) {
@@ -167,15 +167,12 @@ impl RaftCore {
             return;
         }
         self.votes.insert(from, r.vote_granted);
-        if self.votes_granted() >= self.quorum() {
-            if self.state == RaftState::PreCandidate {
-                self.become_candidate();
-            } else {
-                self.become_leader();
-            }
-        } else if self.votes_rejected() >= self.quorum() {
+        match self.vote_result() {
+            VoteResult::Won if self.state == RaftState::PreCandidate => self.become_candidate(),
+            VoteResult::Won => self.become_leader(),
             // Lost: wait for a leader or the next timeout as a follower.
-            self.become_follower(self.term, None);
+            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Pending => {}
         }
     }
 

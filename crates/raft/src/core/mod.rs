@@ -20,6 +20,7 @@
 //! outputs ([`RaftCore::ready`]).
 
 mod election;
+mod quorum;
 mod read_only;
 mod replication;
 mod snapshot;
@@ -455,10 +456,6 @@ impl RaftCore {
             .iter()
             .map(|(id, p)| (*id, p.ticks_since_contact))
             .collect()
-    }
-
-    fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
     }
 
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {

@@ -2,6 +2,7 @@
 //! heartbeat round that confirms leadership, and leases (thesis §6.4.1),
 //! which trust the election timeout instead of a round.
 
+use super::quorum;
 use super::*;
 
 impl RaftCore {
@@ -79,14 +80,16 @@ impl RaftCore {
     pub(super) fn quorum_read_round(&self) -> Option<u64> {
         // A follower that may not vote confirms nothing (it may be behind
         // a term it forgot).
-        let mut rounds: Vec<u64> = self
-            .progress
-            .values()
-            .map(|p| if p.voter { p.read_round } else { 0 })
-            .collect();
-        rounds.push(self.read_round);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        rounds.get(self.quorum() - 1).copied()
+        let round = quorum::agreed_value(&self.voters, |id| {
+            if id == self.id {
+                return self.read_round;
+            }
+            self.progress
+                .get(&id)
+                .map_or(0, |p| if p.voter { p.read_round } else { 0 })
+        });
+        // Round 0 is "none yet": no round has been echoed.
+        (round > 0).then_some(round)
     }
 
     /// Reads wait for a round, and none is in flight: at most one ReadIndex
@@ -100,12 +103,13 @@ impl RaftCore {
 
     /// The newest round has not yet been echoed by a majority.
     pub(super) fn read_round_in_flight(&self) -> bool {
-        let echoed = 1 + self
-            .progress
-            .values()
-            .filter(|p| p.voter && p.read_round >= self.read_round)
-            .count();
-        echoed < self.quorum()
+        !quorum::has_majority(&self.voters, |id| {
+            id == self.id
+                || self
+                    .progress
+                    .get(&id)
+                    .is_some_and(|p| p.voter && p.read_round >= self.read_round)
+        })
     }
 
     pub(super) fn start_read_round(&mut self) {

@@ -3,6 +3,7 @@
 //! per-follower progress (probing, pipelining, fast backup), heartbeats, and
 //! advancing the commit index only by an entry of the leader's own term.
 
+use super::quorum;
 use super::*;
 
 impl RaftCore {
@@ -356,16 +357,15 @@ impl RaftCore {
         // A follower that may not vote holds entries but counts for no
         // majority: it forgot its term, so it may have acknowledged a
         // deposed leader (`AppendEntriesReply::voter`).
-        let mut matched: Vec<LogIndex> = self
-            .progress
-            .values()
-            .map(|p| if p.voter { p.match_index } else { 0 })
-            .collect();
-        matched.push(self.persisted_index);
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&n) = matched.get(self.quorum() - 1) else {
-            return;
-        };
+        let n = quorum::agreed_value(&self.voters, |id| {
+            // Thesis §10.2.1: the leader counts its own copy once durable.
+            if id == self.id {
+                return self.persisted_index;
+            }
+            self.progress
+                .get(&id)
+                .map_or(0, |p| if p.voter { p.match_index } else { 0 })
+        });
         if n <= self.commit_index {
             return;
         }
