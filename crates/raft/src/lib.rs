@@ -23,6 +23,7 @@ pub mod node;
 pub mod observer;
 pub mod server;
 pub mod snapshot;
+pub mod state_machine;
 pub mod storage;
 pub mod storage_file;
 pub mod transport;
@@ -45,10 +46,10 @@ pub use crate::message::{
 pub use crate::node::{Output, PeerEvent, RaftNode};
 pub use crate::observer::{NoopObserver, Observer};
 pub use crate::server::{
-    ClientError, RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, SnapshotWriter,
-    StateMachine, Status,
+    ClientError, RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, Status,
 };
 pub use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
+pub use crate::state_machine::{SnapshotWriter, StateMachine};
 pub use crate::storage::{MemoryStorage, RecoveredState, Storage, StorageError};
 pub use crate::storage_file::{FileStorage, FileStorageOptions};
 pub use crate::transport::{IncomingRpc, Transport, TransportError};

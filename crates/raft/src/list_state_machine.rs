@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 
-use crate::server::{SnapshotWriter, StateMachine};
+use crate::state_machine::{SnapshotWriter, StateMachine};
 use crate::types::LogIndex;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

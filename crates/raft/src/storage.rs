@@ -10,17 +10,9 @@ use thiserror::Error;
 
 use crate::types::{HardState, LogEntry, LogIndex, Term};
 
-/// Everything a node recovers from its storage at start-up.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveredState {
-    pub hard_state: HardState,
-    /// The log, in index order, without gaps. Once the log has been compacted
-    /// ([`Storage::compact`]) or reset to a snapshot ([`Storage::reset`]) it may
-    /// start after index 1: the entries before it are covered by a snapshot,
-    /// which the caller recovers from its snapshot store. Empty when nothing is
-    /// stored after the snapshot (or when nothing was ever stored).
-    pub entries: Vec<LogEntry>,
-}
+// What `recover` returns is plain data, in `types` so that the pure core
+// can take it without depending on the storage layer.
+pub use crate::types::RecoveredState;
 
 /// A storage failure. Raft cannot continue safely when stable storage fails:
 /// a node that answers an RPC without having persisted would break the

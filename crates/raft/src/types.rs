@@ -132,3 +132,15 @@ pub struct HardState {
     /// The candidate that received this server's vote in `term`, if any.
     pub voted_for: Option<NodeId>,
 }
+
+/// Everything a node recovers from its storage at start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveredState {
+    pub hard_state: HardState,
+    /// The log, in index order, without gaps. Once the log has been compacted
+    /// ([`Storage::compact`](crate::Storage::compact)) or reset to a snapshot ([`Storage::reset`](crate::Storage::reset)) it may
+    /// start after index 1: the entries before it are covered by a snapshot,
+    /// which the caller recovers from its snapshot store. Empty when nothing is
+    /// stored after the snapshot (or when nothing was ever stored).
+    pub entries: Vec<LogEntry>,
+}

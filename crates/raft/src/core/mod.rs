@@ -35,8 +35,7 @@ use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
     RequestVoteArgs, RequestVoteReply, Rpc,
 };
-use crate::storage::RecoveredState;
-use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
+use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, RecoveredState, Term};
 
 /// Why a read was refused, or a proposal: this node does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
