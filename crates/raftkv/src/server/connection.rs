@@ -1,0 +1,278 @@
+//! One client connection: read, parse, classify, batch, answer in order
+//! (guide chapter 9, "One connection: batches, in order").
+
+use super::execute::{execute, Batch, Pending};
+use super::*;
+
+pub(super) async fn accept_clients(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_client(stream, shared.clone()));
+            }
+            Err(e) => {
+                // E.g. out of file descriptors: wait a little, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One client connection. Any error just closes it.
+pub(super) async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
+    let Ok(_permit) = shared.clients.clone().try_acquire_owned() else {
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Connection {
+        shared,
+        id: conn_id,
+        protocol: Protocol::Resp2,
+        out: BytesMut::with_capacity(16 << 10),
+    };
+    let mut buf = BytesMut::with_capacity(16 << 10);
+    // Remembers how far into a half-arrived command it got, so a large
+    // command is not re-scanned from its start on every read.
+    let mut parser = CommandParser::new(conn.shared.resp_limits);
+    loop {
+        let mut commands = Vec::new();
+        let mut fatal = None;
+        while commands.len() < 1024 {
+            match parser.parse(&mut buf) {
+                Ok(Some(args)) => commands.push(args),
+                Ok(None) => break,
+                Err(e) => {
+                    fatal = Some(e);
+                    break;
+                }
+            }
+        }
+        if commands.is_empty() && fatal.is_none() {
+            match stream.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+        let quit = conn.run_commands(commands).await;
+        if let Some(e) = &fatal {
+            // Redis answers malformed input with one error, then hangs up.
+            conn.reply(&Reply::error(format!("ERR {e}")));
+        }
+        if stream.write_all(&conn.out).await.is_err() {
+            return;
+        }
+        conn.out.clear();
+        if quit || fatal.is_some() {
+            return;
+        }
+    }
+}
+
+pub(super) struct Connection {
+    shared: Arc<Shared>,
+    id: u64,
+    protocol: Protocol,
+    out: BytesMut,
+}
+
+impl Connection {
+    pub(super) fn reply(&mut self, r: &Reply) {
+        encode(r, self.protocol, &mut self.out);
+    }
+
+    /// Runs commands in order; returns true after QUIT.
+    pub(super) async fn run_commands(&mut self, commands: Vec<Vec<bytes::Bytes>>) -> bool {
+        let mut batch = Pending::default();
+        // The command name of each batched command, for metrics.
+        let mut names: Vec<String> = Vec::new();
+        for args in commands {
+            let name = args
+                .first()
+                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+                .unwrap_or_default();
+            let size = request_size(&args);
+            match classify(&args, &self.shared.data_limits) {
+                Action::Write(c) => {
+                    let item = Batch::Writes(vec![c]);
+                    if let Some(full) = batch.add(item, size) {
+                        self.flush(Some(full), &mut names).await;
+                    }
+                    names.push(name);
+                }
+                Action::Read(q) => {
+                    let item = Batch::Reads(vec![q]);
+                    if let Some(full) = batch.add(item, size) {
+                        self.flush(Some(full), &mut names).await;
+                    }
+                    names.push(name);
+                }
+                Action::Local(LocalCommand::RaftSnapshot) => {
+                    self.flush(batch.take(), &mut names).await;
+                    let started = Instant::now();
+                    // §7 on demand: answered once the snapshot is durable
+                    // and the log compacted.
+                    let reply = match self.shared.handle.snapshot().await {
+                        Ok(_) => Reply::ok(),
+                        Err(e) => Reply::error(format!("ERR snapshot failed: {e}")),
+                    };
+                    let failed = matches!(reply, Reply::Error(_));
+                    self.shared
+                        .metrics
+                        .observe_request(&name, started.elapsed(), failed);
+                    self.reply(&reply);
+                }
+                Action::Local(l) => {
+                    self.flush(batch.take(), &mut names).await;
+                    self.shared
+                        .metrics
+                        .observe_request(&name, Duration::ZERO, false);
+                    if self.local(l) {
+                        return true;
+                    }
+                }
+                Action::Reply(r) => {
+                    self.flush(batch.take(), &mut names).await;
+                    let known =
+                        !matches!(&r, Reply::Error(e) if e.starts_with("ERR unknown command"));
+                    let name = if known { name.as_str() } else { "unknown" };
+                    self.shared.metrics.observe_request(
+                        name,
+                        Duration::ZERO,
+                        matches!(r, Reply::Error(_)),
+                    );
+                    self.reply(&r);
+                }
+                Action::Ignore => {}
+            }
+        }
+        self.flush(batch.take(), &mut names).await;
+        false
+    }
+
+    /// Runs `batch` (with the request size of its commands); `names` are its
+    /// commands' names, or more: the names of commands after it stay.
+    pub(super) async fn flush(&mut self, batch: Option<(Batch, usize)>, names: &mut Vec<String>) {
+        let Some((batch, bytes)) = batch else { return };
+        let read = matches!(batch, Batch::Reads(_));
+        let started = Instant::now();
+        let n = batch.len();
+        let outcomes = execute(&self.shared, batch, bytes).await;
+        let elapsed = started.elapsed();
+        for (outcome, name) in outcomes.into_iter().zip(names.drain(..n.min(names.len()))) {
+            let r = outcome_reply(outcome, read);
+            self.shared
+                .metrics
+                .observe_request(&name, elapsed, matches!(r, Reply::Error(_)));
+            self.reply(&r);
+        }
+    }
+
+    /// Answers a command this node handles itself; true means close.
+    pub(super) fn local(&mut self, cmd: LocalCommand) -> bool {
+        let reply = match cmd {
+            LocalCommand::Ping(None) => Reply::Simple("PONG".into()),
+            LocalCommand::Ping(Some(m)) | LocalCommand::Echo(m) => Reply::Bulk(m),
+            LocalCommand::Hello(proto) => {
+                if let Some(p) = proto {
+                    self.protocol = if p == 3 {
+                        Protocol::Resp3
+                    } else {
+                        Protocol::Resp2
+                    };
+                }
+                let proto = if self.protocol == Protocol::Resp3 {
+                    3
+                } else {
+                    2
+                };
+                let s = |t: &str| Reply::Bulk(bytes::Bytes::copy_from_slice(t.as_bytes()));
+                Reply::Map(vec![
+                    (s("server"), s("redis")),
+                    (s("version"), s("7.2.4")),
+                    (s("proto"), Reply::Integer(proto)),
+                    (s("id"), Reply::Integer(self.id as i64)),
+                    (s("mode"), s("standalone")),
+                    (s("role"), s("master")),
+                    (s("modules"), Reply::Array(vec![])),
+                ])
+            }
+            LocalCommand::Info(section) => {
+                let text = info_text(
+                    &self.shared,
+                    &self.shared.handle.status(),
+                    section.as_deref(),
+                );
+                Reply::Verbatim {
+                    format: *b"txt",
+                    text: text.into(),
+                }
+            }
+            LocalCommand::RaftInfo => {
+                let vote = self.shared.identity.vote_right();
+                let text = raft_section(&self.shared.handle.status(), vote.name());
+                Reply::Bulk(text.into())
+            }
+            // Handled in run_commands (it waits for the snapshot).
+            LocalCommand::RaftSnapshot => Reply::error("ERR internal: RAFT.SNAPSHOT misrouted"),
+            LocalCommand::Quit => {
+                self.reply(&Reply::ok());
+                return true;
+            }
+            LocalCommand::CommandDocs => Reply::Array(vec![]),
+            LocalCommand::ConfigGet(params) => {
+                let known = [("save", ""), ("appendonly", "yes")];
+                let mut pairs = Vec::new();
+                for p in params {
+                    let p = String::from_utf8_lossy(&p).to_ascii_lowercase();
+                    for (name, value) in known {
+                        if p == name || p == "*" {
+                            pairs.push((
+                                Reply::Bulk(name.as_bytes().to_vec().into()),
+                                Reply::Bulk(value.as_bytes().to_vec().into()),
+                            ));
+                        }
+                    }
+                }
+                Reply::Map(pairs)
+            }
+            LocalCommand::Ok => Reply::ok(),
+        };
+        self.reply(&reply);
+        false
+    }
+}
+
+pub(super) fn outcome_reply(o: Outcome, read: bool) -> Reply {
+    match o {
+        Outcome::Done(out) => kv_reply(out),
+        // A read that failed had no effect, whatever the reason.
+        Outcome::NotApplied | Outcome::Unknown if read => Reply::Error(
+            "TIMEOUT the read did not complete in time (no leader or no quorum); it had no effect"
+                .into(),
+        ),
+        Outcome::NotApplied => Reply::Error("CLUSTERDOWN the command was not applied (no leader or leadership changed); it is safe to retry".into()),
+        Outcome::Unknown => Reply::Error(
+            "TIMEOUT the outcome is unknown: the command may still take effect".into(),
+        ),
+    }
+}
+
+pub fn kv_reply(out: KvOutput) -> Reply {
+    match out {
+        KvOutput::Ok => Reply::ok(),
+        KvOutput::Nil => Reply::Nil,
+        KvOutput::Integer(n) => Reply::Integer(n),
+        KvOutput::Value(v) => Reply::Bulk(v.into()),
+        KvOutput::Values(vs) => Reply::Array(
+            vs.into_iter()
+                .map(|v| v.map_or(Reply::Nil, |v| Reply::Bulk(v.into())))
+                .collect(),
+        ),
+        KvOutput::Error(e) => Reply::Error(e),
+    }
+}
