@@ -20,6 +20,7 @@
 //! outputs ([`RaftCore::ready`]).
 
 mod election;
+mod progress;
 mod quorum;
 mod read_only;
 mod replication;
@@ -36,6 +37,8 @@ use crate::message::{
     RequestVoteArgs, RequestVoteReply, Rpc,
 };
 use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, RecoveredState, Term};
+
+use self::progress::Progress;
 
 /// Why a read was refused, or a proposal: this node does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -141,36 +144,6 @@ impl Ready {
             && self.events.is_empty()
             && self.snapshots_to_send.is_empty()
     }
-}
-
-/// The leader's view of one follower (Figure 2, "Volatile state on leaders",
-/// plus flow control as in etcd's `tracker/progress.go`).
-#[derive(Debug, Clone)]
-struct Progress {
-    /// Index of the next log entry to send to that server.
-    next_index: LogIndex,
-    /// Index of the highest log entry known to be replicated on that server.
-    match_index: LogIndex,
-    /// Probing: we do not know where the logs agree, so send one
-    /// AppendEntries at a time. Otherwise we stream optimistically.
-    probing: bool,
-    /// Last index of each AppendEntries in flight, oldest first.
-    inflight: VecDeque<LogIndex>,
-    /// Ticks since this follower last answered (check-quorum).
-    ticks_since_contact: u64,
-    /// Ticks since this follower last acknowledged new entries.
-    ticks_since_ack: u64,
-    /// Highest heartbeat round this follower has echoed (ReadIndex).
-    read_round: u64,
-    /// The highest commit index this follower can have learned from us.
-    commit_told: LogIndex,
-    /// A snapshot ending at this index is being sent (§7); no appends until
-    /// the transfer ends.
-    snapshot_pending: Option<LogIndex>,
-    /// Whether this follower's acknowledgements count toward a majority
-    /// (commit, ReadIndex rounds and leases, check-quorum): false once it
-    /// said it may not vote (see `AppendEntriesReply::voter`).
-    voter: bool,
 }
 
 #[derive(Debug, Clone)]
