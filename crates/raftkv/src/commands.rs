@@ -119,12 +119,17 @@ impl DataLimits {
 
 /// Classifies one command. `args[0]` is the command name.
 pub fn classify(args: &[Bytes], limits: &DataLimits) -> Action {
+    classify_sized(args, request_size(args), limits)
+}
+
+/// [`classify`] for a caller that already has the request's size
+/// (`limits::request_size(args)`), as the connection does for batching.
+pub fn classify_sized(args: &[Bytes], size: usize, limits: &DataLimits) -> Action {
     if args.is_empty() {
         return Action::Ignore;
     }
     // Before anything else: a request over the limit would make a log entry
     // or a forward larger than one peer frame can carry (see `limits`).
-    let size = request_size(args);
     if size > limits.max_request_bytes {
         return Action::Reply(Reply::error(format!(
             "ERR request too large ({size} bytes, limit {}; see --max-request-bytes)",

@@ -37,13 +37,7 @@ impl RaftCore {
     }
 
     pub(super) fn quorum_recently_active(&self) -> bool {
-        quorum::has_majority(&self.voters, |id| {
-            id == self.id
-                || self
-                    .progress
-                    .get(&id)
-                    .is_some_and(|p| p.voter && p.ticks_since_contact < self.election_ticks_min)
-        })
+        self.voters_agree(|p| p.ticks_since_contact < self.election_ticks_min)
     }
 
     pub(super) fn reset_election_timer(&mut self) {

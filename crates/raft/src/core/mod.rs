@@ -430,6 +430,28 @@ impl RaftCore {
             .collect()
     }
 
+    /// Leader: whether a majority of the voters agree, this leader always,
+    /// a follower when `agrees` holds of its `Progress`. A follower that may
+    /// not vote agrees to nothing: it forgot its term, so it may have
+    /// acknowledged a deposed leader (`AppendEntriesReply::voter`).
+    fn voters_agree(&self, agrees: impl Fn(&Progress) -> bool) -> bool {
+        quorum::has_majority(&self.voters, |id| {
+            id == self.id || self.progress.get(&id).is_some_and(|p| p.voter && agrees(p))
+        })
+    }
+
+    /// Leader: the largest value a majority of the voters has reached, with
+    /// `own` for this leader and `value` of a follower's `Progress` (0 for a
+    /// follower that may not vote, as in [`RaftCore::voters_agree`]).
+    fn voters_agreed_value(&self, own: u64, value: impl Fn(&Progress) -> u64) -> u64 {
+        quorum::agreed_value(&self.voters, |id| {
+            if id == self.id {
+                return own;
+            }
+            self.progress.get(&id).filter(|p| p.voter).map_or(0, &value)
+        })
+    }
+
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let me = self.id;
         self.voters.iter().copied().filter(move |&v| v != me)

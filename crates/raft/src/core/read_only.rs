@@ -2,7 +2,6 @@
 //! heartbeat round that confirms leadership, and leases (thesis §6.4.1),
 //! which trust the election timeout instead of a round.
 
-use super::quorum;
 use super::*;
 
 impl RaftCore {
@@ -80,14 +79,7 @@ impl RaftCore {
     pub(super) fn quorum_read_round(&self) -> Option<u64> {
         // A follower that may not vote confirms nothing (it may be behind
         // a term it forgot).
-        let round = quorum::agreed_value(&self.voters, |id| {
-            if id == self.id {
-                return self.read_round;
-            }
-            self.progress
-                .get(&id)
-                .map_or(0, |p| if p.voter { p.read_round } else { 0 })
-        });
+        let round = self.voters_agreed_value(self.read_round, |p| p.read_round);
         // Round 0 is "none yet": no round has been echoed.
         (round > 0).then_some(round)
     }
@@ -103,13 +95,7 @@ impl RaftCore {
 
     /// The newest round has not yet been echoed by a majority.
     pub(super) fn read_round_in_flight(&self) -> bool {
-        !quorum::has_majority(&self.voters, |id| {
-            id == self.id
-                || self
-                    .progress
-                    .get(&id)
-                    .is_some_and(|p| p.voter && p.read_round >= self.read_round)
-        })
+        !self.voters_agree(|p| p.read_round >= self.read_round)
     }
 
     pub(super) fn start_read_round(&mut self) {

@@ -3,7 +3,6 @@
 //! per-follower progress (probing, pipelining, fast backup), heartbeats, and
 //! advancing the commit index only by an entry of the leader's own term.
 
-use super::quorum;
 use super::*;
 
 impl RaftCore {
@@ -357,15 +356,8 @@ impl RaftCore {
         // A follower that may not vote holds entries but counts for no
         // majority: it forgot its term, so it may have acknowledged a
         // deposed leader (`AppendEntriesReply::voter`).
-        let n = quorum::agreed_value(&self.voters, |id| {
-            // Thesis §10.2.1: the leader counts its own copy once durable.
-            if id == self.id {
-                return self.persisted_index;
-            }
-            self.progress
-                .get(&id)
-                .map_or(0, |p| if p.voter { p.match_index } else { 0 })
-        });
+        // Thesis §10.2.1: the leader counts its own copy once durable.
+        let n = self.voters_agreed_value(self.persisted_index, |p| p.match_index);
         if n <= self.commit_index {
             return;
         }

@@ -20,7 +20,7 @@ pub(super) async fn accept_clients(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// One client connection. Any error just closes it.
-pub(super) async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
     let Ok(_permit) = shared.clients.clone().try_acquire_owned() else {
         let _ = stream
             .write_all(b"-ERR max number of clients reached\r\n")
@@ -73,7 +73,7 @@ pub(super) async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
     }
 }
 
-pub(super) struct Connection {
+struct Connection {
     shared: Arc<Shared>,
     id: u64,
     protocol: Protocol,
@@ -81,12 +81,12 @@ pub(super) struct Connection {
 }
 
 impl Connection {
-    pub(super) fn reply(&mut self, r: &Reply) {
+    fn reply(&mut self, r: &Reply) {
         encode(r, self.protocol, &mut self.out);
     }
 
     /// Runs commands in order; returns true after QUIT.
-    pub(super) async fn run_commands(&mut self, commands: Vec<Vec<bytes::Bytes>>) -> bool {
+    async fn run_commands(&mut self, commands: Vec<Vec<bytes::Bytes>>) -> bool {
         let mut batch = Pending::default();
         // The command name of each batched command, for metrics.
         let mut names: Vec<String> = Vec::new();
@@ -96,7 +96,7 @@ impl Connection {
                 .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
                 .unwrap_or_default();
             let size = request_size(&args);
-            match classify(&args, &self.shared.data_limits) {
+            match classify_sized(&args, size, &self.shared.data_limits) {
                 Action::Write(c) => {
                     let item = Batch::Writes(vec![c]);
                     if let Some(full) = batch.add(item, size) {
@@ -155,15 +155,14 @@ impl Connection {
     }
 
     /// Runs `batch` (with the request size of its commands); `names` are its
-    /// commands' names, or more: the names of commands after it stay.
-    pub(super) async fn flush(&mut self, batch: Option<(Batch, usize)>, names: &mut Vec<String>) {
+    /// commands' names.
+    async fn flush(&mut self, batch: Option<(Batch, usize)>, names: &mut Vec<String>) {
         let Some((batch, bytes)) = batch else { return };
         let read = matches!(batch, Batch::Reads(_));
         let started = Instant::now();
-        let n = batch.len();
         let outcomes = execute(&self.shared, batch, bytes).await;
         let elapsed = started.elapsed();
-        for (outcome, name) in outcomes.into_iter().zip(names.drain(..n.min(names.len()))) {
+        for (outcome, name) in outcomes.into_iter().zip(names.drain(..)) {
             let r = outcome_reply(outcome, read);
             self.shared
                 .metrics
@@ -173,7 +172,7 @@ impl Connection {
     }
 
     /// Answers a command this node handles itself; true means close.
-    pub(super) fn local(&mut self, cmd: LocalCommand) -> bool {
+    fn local(&mut self, cmd: LocalCommand) -> bool {
         let reply = match cmd {
             LocalCommand::Ping(None) => Reply::Simple("PONG".into()),
             LocalCommand::Ping(Some(m)) | LocalCommand::Echo(m) => Reply::Bulk(m),
@@ -247,7 +246,7 @@ impl Connection {
     }
 }
 
-pub(super) fn outcome_reply(o: Outcome, read: bool) -> Reply {
+fn outcome_reply(o: Outcome, read: bool) -> Reply {
     match o {
         Outcome::Done(out) => kv_reply(out),
         // A read that failed had no effect, whatever the reason.
@@ -262,7 +261,7 @@ pub(super) fn outcome_reply(o: Outcome, read: bool) -> Reply {
     }
 }
 
-pub fn kv_reply(out: KvOutput) -> Reply {
+fn kv_reply(out: KvOutput) -> Reply {
     match out {
         KvOutput::Ok => Reply::ok(),
         KvOutput::Nil => Reply::Nil,

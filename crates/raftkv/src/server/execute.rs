@@ -22,7 +22,7 @@ impl Batch {
 
     /// Appends `other`'s commands if it is of the same kind; hands it back
     /// otherwise.
-    pub(super) fn append(&mut self, other: Batch) -> Result<(), Batch> {
+    fn append(&mut self, other: Batch) -> Result<(), Batch> {
         match (self, other) {
             (Batch::Writes(w), Batch::Writes(more)) => w.extend(more),
             (Batch::Reads(r), Batch::Reads(more)) => r.extend(more),
@@ -32,7 +32,7 @@ impl Batch {
     }
 
     /// The commands from `at` on (the batch keeps those before).
-    pub(super) fn split_off(&mut self, at: usize) -> Batch {
+    fn split_off(&mut self, at: usize) -> Batch {
         match self {
             Batch::Writes(w) => Batch::Writes(w.split_off(at.min(w.len()))),
             Batch::Reads(r) => Batch::Reads(r.split_off(at.min(r.len()))),
@@ -94,19 +94,19 @@ pub(super) struct ForwardJob {
 /// Forwarded batches in flight from this node at once. While they are, the
 /// batches of other connections queue and then travel together in one
 /// request (batching by design, as for AppendEntries).
-pub(super) const FORWARD_WINDOW: usize = 4;
+const FORWARD_WINDOW: usize = 4;
 
 /// Batches of several connections are combined into one forward up to this
 /// many commands or bytes. (One connection's batch may be larger, up to
 /// `limits::MAX_REQUEST_BYTES`; it then travels alone.)
-pub(super) const FORWARD_MAX_COMMANDS: usize = 256;
+const FORWARD_MAX_COMMANDS: usize = 256;
 
-pub(super) const FORWARD_MAX_BYTES: usize = 1 << 20;
+const FORWARD_MAX_BYTES: usize = 1 << 20;
 
 /// Jobs whose deadlines differ by more than this travel separately: one
 /// request times out at its earliest deadline, and a job retried after a
 /// leader change must not cut short the time of fresh ones.
-pub(super) const FORWARD_DEADLINE_SPREAD: Duration = Duration::from_millis(50);
+const FORWARD_DEADLINE_SPREAD: Duration = Duration::from_millis(50);
 
 /// Runs a batch wherever the leader is, until done or the request timeout.
 ///
@@ -153,11 +153,7 @@ pub(super) async fn execute(shared: &Shared, batch: Batch, bytes: usize) -> Vec<
 
 /// Proposes (or reads) on this node. `None` when this node turned out not to
 /// lead for any of the commands (nothing was proposed).
-pub(super) async fn run_locally(
-    shared: &Shared,
-    batch: &Batch,
-    deadline: Instant,
-) -> Option<Vec<Outcome>> {
+async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Option<Vec<Outcome>> {
     // Enqueue in order (that is what keeps a connection's writes in order),
     // but never wait for queue space past the deadline: a command that
     // never got into the queue was certainly not proposed.
@@ -218,7 +214,7 @@ pub(super) async fn run_locally(
     proposed_any.then_some(outcomes)
 }
 
-pub(super) async fn forward_to(
+async fn forward_to(
     shared: &Shared,
     leader: u64,
     batch: Batch,
@@ -257,7 +253,7 @@ pub(super) async fn forward_to(
 /// Forwards `batch` to `leader` together with whatever other connections
 /// of this node are forwarding at the same moment (see
 /// `coalesce_forwards`). Same result as [`forward_to`] would give it alone.
-pub(super) async fn forward_coalesced(
+async fn forward_coalesced(
     shared: &Shared,
     leader: u64,
     batch: &Batch,
@@ -334,7 +330,7 @@ pub(super) async fn coalesce_forwards(
 
 /// Splits jobs into groups with one leader, one kind and nearly the same
 /// deadline, keeping their order.
-pub(super) fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> {
+fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> {
     // Every group is created holding a job, so `g[0]` below exists.
     let mut groups: Vec<Vec<ForwardJob>> = Vec::new();
     for job in jobs {
@@ -358,7 +354,7 @@ pub(super) fn group_forward_jobs(jobs: Vec<ForwardJob>) -> Vec<Vec<ForwardJob>> 
 }
 
 /// Sends one group from `group_forward_jobs` as one request.
-pub(super) async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
+async fn send_forward_group(shared: &Shared, group: Vec<ForwardJob>) {
     let mut jobs = group.into_iter();
     let Some(first) = jobs.next() else {
         return;
@@ -443,7 +439,7 @@ pub(super) async fn serve_forwards(
 /// `budget` bytes, so the reply fits one frame; the follower asks again for
 /// the rest. A first read whose reply alone is larger gets an error instead:
 /// a follower cannot relay it, but the leader can serve it directly.
-pub(super) fn fit_read_outcomes(outcomes: Vec<Outcome>, budget: usize) -> Vec<Outcome> {
+fn fit_read_outcomes(outcomes: Vec<Outcome>, budget: usize) -> Vec<Outcome> {
     let mut left = budget;
     let mut kept = Vec::with_capacity(outcomes.len());
     for outcome in outcomes {

@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio::time::Instant;
 
-use crate::commands::{classify, Action, DataLimits, LocalCommand};
+use crate::commands::{classify_sized, Action, DataLimits, LocalCommand};
 use crate::config::{ClusterMeta, ServerConfig};
 use crate::forward::{self, ForwardReply, ForwardRequest, Outcome};
 use crate::identity::NodeIdentity;
