@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod core;
+pub mod driver;
 pub mod incarnation;
 pub mod list_state_machine;
 pub mod log;
@@ -36,6 +37,7 @@ pub use crate::core::{
     BugSwitches, CoreError, Event, NotLeader, ProposeError, RaftCore, ReadState, Ready,
     SnapshotChunkVerdict,
 };
+pub use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
 pub use crate::incarnation::{IncarnationBook, PeerRecord, PeerVerdict, VoteRight};
 pub use crate::list_state_machine::{ListOutput, ListStateMachine};
 pub use crate::log_writer::WriteDone;
@@ -43,11 +45,9 @@ pub use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
     RequestVoteArgs, RequestVoteReply, Rpc,
 };
-pub use crate::node::{Output, PeerEvent, RaftNode};
+pub use crate::node::{Output, PeerEvent, RaftNode, Reply};
 pub use crate::observer::{NoopObserver, Observer};
-pub use crate::server::{
-    ClientError, RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, Status,
-};
+pub use crate::server::{RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, Status};
 pub use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
 pub use crate::state_machine::{SnapshotWriter, StateMachine};
 pub use crate::storage::{MemoryStorage, RecoveredState, Storage, StorageError};

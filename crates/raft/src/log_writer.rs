@@ -21,28 +21,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::driver::DiskOp;
 use crate::storage::{Storage, StorageError};
-use crate::types::{HardState, LogEntry, LogIndex, Term};
+use crate::types::{HardState, LogEntry};
 
-/// One unit of work, numbered; completions are reported by number.
-pub(crate) enum Job {
-    Persist {
-        seq: u64,
-        hard_state: Option<HardState>,
-        entries: Vec<LogEntry>,
-    },
-    Compact {
-        seq: u64,
-        index: LogIndex,
-    },
-    Reset {
-        seq: u64,
-        index: LogIndex,
-        term: Term,
-    },
-    /// Answers once every job before it is done.
-    Barrier(std_mpsc::Sender<Result<(), StorageError>>),
-}
+/// One unit of work: a disk op of the driver, numbered; completions are
+/// reported by number.
+pub(crate) type Job = DiskOp;
 
 /// Every job up to `seq` is durable (or failed with `result`).
 #[derive(Debug)]
@@ -109,16 +94,6 @@ fn run(
             Job::Compact { seq, index } => (seq, 0, guard(&failed, || storage.compact(index))),
             Job::Reset { seq, index, term } => {
                 (seq, 0, guard(&failed, || storage.reset(index, term)))
-            }
-            Job::Barrier(reply) => {
-                let r = match &failed {
-                    Some(e) => Err(StorageError::Invalid(format!(
-                        "storage failed earlier: {e}"
-                    ))),
-                    None => Ok(()),
-                };
-                let _ = reply.send(r);
-                continue;
             }
         };
         if let Err(e) = &result {
@@ -191,6 +166,7 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{LogIndex, Term};
 
     fn e(index: LogIndex, term: Term) -> LogEntry {
         LogEntry::new(term, index, vec![])

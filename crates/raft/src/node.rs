@@ -1,22 +1,31 @@
-//! `RaftNode`: the async driver around a [`RaftCore`].
+//! `RaftNode`: the [`Driver`] on tokio, with a real disk and a real network.
 //!
-//! The core decides; the node does the IO: it persists what a [`Ready`] says
-//! must be durable, sends messages (through the [`Transport`], each RPC on
-//! its own task so one slow or dead peer never delays the others), and
-//! routes replies back in. This mirrors etcd's `Node` around `RawNode`.
+//! The driver decides what to write, send, apply and answer; the node
+//! carries its [`Effect`]s out: writes go to a [`Storage`] (inline, or on the
+//! background writer of [`crate::log_writer`]), requests go out through the
+//! [`Transport`] (each RPC on its own task, so one slow or dead peer never
+//! delays the others), replies go back on the channel their request came
+//! with, answers go to the clients' channels. This mirrors etcd's `Node`
+//! around `RawNode`. The simulator carries out the same effects in its
+//! virtual world.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Event, RaftCore, ReadState, Ready};
-use crate::log_writer::{Job, LogWriter, WriteDone};
-use crate::message::{Message, Rpc};
+use crate::core::{Event, RaftCore, SnapshotChunkVerdict};
+use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
+use crate::log_writer::{LogWriter, WriteDone};
+use crate::message::{InstallSnapshotArgs, Message, Rpc};
 use crate::observer::{NoopObserver, Observer};
+use crate::state_machine::{SnapshotWriter, StateMachine};
 use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
-use crate::types::{LogEntry, LogIndex, NodeId, Term};
+use crate::types::{LogIndex, NodeId, Term};
+
+/// Where a client's answer goes.
+pub type Reply<O> = oneshot::Sender<Result<O, ClientError>>;
 
 /// What came back from a peer: its reply, or word that it was unreachable.
 #[derive(Debug)]
@@ -31,65 +40,49 @@ pub enum PeerEvent {
     },
 }
 
-/// What a round of [`RaftNode::process_ready`] produced for the layer above.
+/// What a round of [`RaftNode::process_ready`] leaves to the layer above.
 #[derive(Debug, Default)]
 pub struct Output {
-    pub committed_entries: Vec<LogEntry>,
-    pub read_states: Vec<ReadState>,
     pub events: Vec<Event>,
     /// Followers that need the current snapshot streamed to them.
     pub snapshots_to_send: Vec<NodeId>,
 }
 
-/// Where the node's durable writes go.
+/// Where the node's disk ops go.
 enum Disk {
-    /// Written inline: `process_ready` returns once everything is durable.
+    /// Written inline: durable when the call returns.
     Inline(Box<dyn Storage>),
-    /// Written by a background thread (see [`crate::log_writer`]).
-    Background(Background),
+    /// Written by a background thread, which reports completions.
+    Background(LogWriter),
 }
 
-struct Background {
-    writer: LogWriter,
-    /// Number of the last job handed to the writer.
-    issued: u64,
-    /// Every job up to this number is durable.
-    durable: u64,
-    /// Readys whose effects wait for their writes, oldest first.
-    pending: VecDeque<PendingReady>,
-}
-
-/// What a Ready still owes once the writes up to `seq` are durable.
-struct PendingReady {
-    seq: u64,
-    last_entry: Option<(LogIndex, Term)>,
-    messages: Vec<Message>,
-}
-
-pub struct RaftNode<T: Transport> {
-    core: RaftCore,
+pub struct RaftNode<T: Transport, M: StateMachine> {
+    driver: Driver<M, Reply<M::Output>>,
     disk: Disk,
     transport: Arc<T>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     /// Incoming requests waiting for their reply, per peer, oldest first.
-    /// The core answers every request exactly once and in the order it was
-    /// stepped, so the next reply addressed to a peer belongs to the oldest.
+    /// The driver answers every request exactly once and in the order it
+    /// was stepped, so the next reply addressed to a peer belongs to the
+    /// oldest.
     awaiting_reply: HashMap<NodeId, VecDeque<oneshot::Sender<Rpc>>>,
     observer: Arc<dyn Observer>,
 }
 
-impl<T: Transport> RaftNode<T> {
-    /// Wraps `core`; replies from peers arrive on the returned receiver and
-    /// go back in through [`RaftNode::handle_peer_event`].
+impl<T: Transport, M: StateMachine> RaftNode<T, M> {
+    /// Wraps `core` and its `state_machine` (which has applied everything up
+    /// to `core.applied_index()`); replies from peers arrive on the returned
+    /// receiver and go back in through [`RaftNode::handle_peer_event`].
     pub fn new(
         core: RaftCore,
+        state_machine: M,
         storage: Box<dyn Storage>,
         transport: T,
     ) -> (Self, mpsc::UnboundedReceiver<PeerEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             RaftNode {
-                core,
+                driver: Driver::new(core, state_machine),
                 disk: Disk::Inline(storage),
                 transport: Arc::new(transport),
                 peer_events: tx,
@@ -110,39 +103,89 @@ impl<T: Transport> RaftNode<T> {
     }
 
     pub fn core(&self) -> &RaftCore {
-        &self.core
+        self.driver.core()
     }
 
-    pub fn core_mut(&mut self) -> &mut RaftCore {
-        &mut self.core
+    pub fn driver(&self) -> &Driver<M, Reply<M::Output>> {
+        &self.driver
     }
 
     pub fn tick(&mut self) {
-        self.core.tick();
+        self.driver.tick();
     }
 
-    /// A request from a peer: step it; the reply is sent from `process_ready`
-    /// once what it depends on is durable.
+    /// Whether `from` may send this node requests: another voter.
+    fn accepts_requests_from(&self, from: NodeId) -> bool {
+        from != self.core().id() && self.core().voters().contains(&from)
+    }
+
+    /// A request from a peer: step it; the reply is sent from
+    /// `process_ready` once what it depends on is durable.
     pub fn receive(&mut self, incoming: IncomingRpc) {
-        let me = self.core.id();
         self.observer.message_received(incoming.from, &incoming.rpc);
-        if !incoming.rpc.is_request()
-            || incoming.from == me
-            || !self.core.voters().contains(&incoming.from)
-        {
+        if !incoming.rpc.is_request() || !self.accepts_requests_from(incoming.from) {
             // Not for us: dropping the reply sender tells the caller.
             tracing::debug!(from = incoming.from, "dropping request from a non-member");
             return;
         }
+        let me = self.core().id();
         self.awaiting_reply
             .entry(incoming.from)
             .or_default()
             .push_back(incoming.reply);
-        self.core.step(Message {
+        self.driver.step(Message {
             from: incoming.from,
             to: me,
             rpc: incoming.rpc,
         });
+    }
+
+    /// A chunk of InstallSnapshot (§7): the core's verdict, for the server,
+    /// which keeps the bytes. The reply must follow with
+    /// [`RaftNode::reply_when_durable`]. `None` when the request is not for
+    /// this node (dropped, which tells the caller).
+    pub fn receive_snapshot_chunk(
+        &mut self,
+        incoming: IncomingRpc,
+    ) -> Option<(NodeId, InstallSnapshotArgs, SnapshotChunkVerdict)> {
+        self.observer.message_received(incoming.from, &incoming.rpc);
+        let IncomingRpc { from, rpc, reply } = incoming;
+        let Rpc::InstallSnapshot(args) = rpc else {
+            return None;
+        };
+        if !self.accepts_requests_from(from) {
+            tracing::debug!(from, "dropping a snapshot chunk from a non-member");
+            return None;
+        }
+        // Replies before this one (to earlier requests) stay ahead of it.
+        self.driver.process_ready();
+        self.awaiting_reply
+            .entry(from)
+            .or_default()
+            .push_back(reply);
+        let verdict = self.driver.snapshot_chunk(from, &args);
+        Some((from, args, verdict))
+    }
+
+    /// Sends `rpc` to `to` once everything written so far is durable.
+    pub fn reply_when_durable(&mut self, to: NodeId, rpc: Rpc) {
+        let me = self.core().id();
+        self.driver.send_when_durable(Message { from: me, to, rpc });
+    }
+
+    /// Proposes `command`; `reply` gets the state machine's output once it
+    /// is applied (or why not).
+    pub fn propose(&mut self, command: Vec<u8>, reply: Reply<M::Output>) {
+        self.driver.propose(command, reply);
+    }
+
+    /// A linearizable read (thesis §6.4).
+    pub fn read(&mut self, query: Vec<u8>, reply: Reply<M::Output>) {
+        self.driver.read(query, reply);
+    }
+
+    pub fn set_may_vote(&mut self, may_vote: bool) {
+        self.driver.set_may_vote(may_vote);
     }
 
     /// The transport this node sends with (the snapshot sender uses it too).
@@ -156,12 +199,12 @@ impl<T: Transport> RaftNode<T> {
         self.peer_events.clone()
     }
 
-    /// Moves storage onto a background writer thread: from now on
-    /// `process_ready` returns without waiting for the disk, and each
-    /// completion arriving on the returned receiver must be passed to
-    /// [`RaftNode::write_done`]. Meanwhile the node keeps sending, taking
-    /// proposals and stepping replies; whatever waits for durability (the
-    /// leader counting itself, replies to votes and appends) waits.
+    /// Moves storage onto a background writer thread: from now on disk ops
+    /// return at once, and each completion arriving on the returned
+    /// receiver must be passed to [`RaftNode::write_done`]. Meanwhile the
+    /// node keeps sending, taking proposals and stepping replies; whatever
+    /// waits for durability (the leader counting itself, replies to votes
+    /// and appends) waits.
     pub fn start_background_writer(
         &mut self,
     ) -> std::io::Result<mpsc::UnboundedReceiver<WriteDone>> {
@@ -169,191 +212,142 @@ impl<T: Transport> RaftNode<T> {
         let placeholder = Disk::Inline(Box::new(crate::storage::MemoryStorage::new()));
         match std::mem::replace(&mut self.disk, placeholder) {
             Disk::Inline(storage) => {
-                let writer = LogWriter::start(storage, tx)?;
-                self.disk = Disk::Background(Background {
-                    writer,
-                    issued: 0,
-                    durable: 0,
-                    pending: VecDeque::new(),
-                });
+                self.disk = Disk::Background(LogWriter::start(storage, tx)?);
             }
             background => self.disk = background,
         }
         Ok(rx)
     }
 
-    /// Runs a storage operation in order with the writes before it.
-    fn storage_op(
+    /// A background write completed: count what is now durable. An error
+    /// means storage failed: stop.
+    pub fn write_done(&mut self, done: WriteDone) -> Result<(), StorageError> {
+        done.result?;
+        self.observer.persisted(done.entries, done.elapsed);
+        self.driver.durable(done.seq);
+        Ok(())
+    }
+
+    /// A peer answered, or could not be reached, or a snapshot transfer
+    /// ended.
+    pub fn handle_peer_event(&mut self, event: PeerEvent) {
+        match event {
+            PeerEvent::Reply(m) => {
+                self.observer.message_received(m.from, &m.rpc);
+                self.driver.step(m)
+            }
+            PeerEvent::Unreachable(peer) => self.driver.report_unreachable(peer),
+            PeerEvent::SnapshotSent {
+                peer,
+                index,
+                success,
+            } => self.driver.snapshot_sent(peer, index, success),
+        }
+    }
+
+    /// §7: a snapshot up to `index` is durable; forget the log before it.
+    pub fn compact_log(&mut self, index: LogIndex) -> bool {
+        self.driver.compact_log(index)
+    }
+
+    /// §7: see [`Driver::take_snapshot`].
+    pub fn take_snapshot(
         &mut self,
-        inline: impl FnOnce(&mut dyn Storage) -> Result<(), StorageError>,
-        job: impl FnOnce(u64) -> Job,
-    ) -> Result<(), StorageError> {
+    ) -> Result<(LogIndex, Term, Box<dyn SnapshotWriter>), SnapshotRefusal> {
+        self.driver.take_snapshot()
+    }
+
+    /// §7: see [`Driver::install_snapshot`].
+    pub fn install_snapshot(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        image: &mut dyn std::io::Read,
+    ) -> std::io::Result<bool> {
+        self.driver.install_snapshot(index, term, image)
+    }
+
+    /// Every waiting client gets `Stopped`.
+    pub fn stop(&mut self) {
+        self.driver.stop();
+        for effect in self.driver.take_effects() {
+            if let Effect::Answer(reply, result) = effect {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Runs the driver until it has nothing more to do, carrying out its
+    /// effects. A storage error is returned at once: the caller must stop
+    /// the node (fail-stop), since continuing could acknowledge what is not
+    /// durable.
+    pub fn process_ready(&mut self) -> Result<Output, StorageError> {
+        let mut out = Output::default();
+        loop {
+            self.driver.process_ready();
+            let effects = self.driver.take_effects();
+            if effects.is_empty() {
+                return Ok(out);
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Send(m) | Effect::SendDurable(m) => self.send(m),
+                    Effect::Disk(op) => self.write(op)?,
+                    Effect::Answer(reply, result) => {
+                        // The client may have given up; nothing to do then.
+                        let _ = reply.send(result);
+                    }
+                    Effect::SendSnapshot(peer) => out.snapshots_to_send.push(peer),
+                    Effect::Event(event) => {
+                        let Event::StateChanged {
+                            state,
+                            term,
+                            leader,
+                        } = &event;
+                        self.observer.state_changed(*state, *term, *leader);
+                        out.events.push(event);
+                    }
+                    Effect::ReadIndex { .. } | Effect::Applied(_) => {}
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, op: DiskOp) -> Result<(), StorageError> {
         match &mut self.disk {
-            Disk::Inline(storage) => inline(storage.as_mut()),
-            Disk::Background(bg) => {
-                bg.issued += 1;
-                if bg.writer.submit(job(bg.issued)) {
+            Disk::Inline(storage) => {
+                let seq = op.seq();
+                let started = std::time::Instant::now();
+                let entries = match op {
+                    DiskOp::Persist {
+                        hard_state,
+                        entries,
+                        ..
+                    } => {
+                        storage.persist(hard_state.as_ref(), &entries)?;
+                        entries.len()
+                    }
+                    DiskOp::Compact { index, .. } => {
+                        storage.compact(index)?;
+                        0
+                    }
+                    DiskOp::Reset { index, term, .. } => {
+                        storage.reset(index, term)?;
+                        0
+                    }
+                };
+                self.observer.persisted(entries, started.elapsed());
+                self.driver.durable(seq);
+                Ok(())
+            }
+            Disk::Background(writer) => {
+                if writer.submit(op) {
                     Ok(())
                 } else {
                     Err(writer_gone())
                 }
             }
         }
-    }
-
-    /// Waits (blocking) until every write handed out so far is durable.
-    /// For the rare paths that must answer only after the disk did (a
-    /// snapshot chunk that changed the term, an installed snapshot).
-    pub fn sync(&mut self) -> Result<(), StorageError> {
-        match &mut self.disk {
-            Disk::Inline(_) => Ok(()),
-            Disk::Background(bg) => {
-                let (tx, rx) = std::sync::mpsc::channel();
-                if !bg.writer.submit(Job::Barrier(tx)) {
-                    return Err(writer_gone());
-                }
-                rx.recv().map_err(|_| writer_gone())?
-            }
-        }
-    }
-
-    /// §7: a snapshot up to `index` is durable; forget the log before it, in
-    /// memory and on disk. Returns whether anything was compacted.
-    pub fn compact_log(&mut self, index: LogIndex) -> Result<bool, StorageError> {
-        if !self.core.compact(index) {
-            return Ok(false);
-        }
-        self.storage_op(|s| s.compact(index), |seq| Job::Compact { seq, index })?;
-        Ok(true)
-    }
-
-    /// §7: a snapshot received from the leader is durable and the state
-    /// machine was restored from it: make the log start after it, in memory
-    /// and on disk (durably, before returning). Returns false when the
-    /// snapshot was stale (no change).
-    pub fn install_snapshot(&mut self, index: LogIndex, term: Term) -> Result<bool, StorageError> {
-        match self.core.restore_snapshot(index, term) {
-            None => return Ok(false),
-            Some(true) => {
-                self.storage_op(|s| s.compact(index), |seq| Job::Compact { seq, index })?
-            }
-            Some(false) => self.storage_op(
-                |s| s.reset(index, term),
-                |seq| Job::Reset { seq, index, term },
-            )?,
-        }
-        self.sync()?;
-        Ok(true)
-    }
-
-    /// A background write completed: count what is now durable and send
-    /// what was waiting for it. An error means storage failed: stop.
-    pub fn write_done(&mut self, done: WriteDone) -> Result<(), StorageError> {
-        done.result?;
-        self.observer.persisted(done.entries, done.elapsed);
-        if let Disk::Background(bg) = &mut self.disk {
-            bg.durable = bg.durable.max(done.seq);
-        }
-        self.release_durable();
-        Ok(())
-    }
-
-    /// Sends the replies (and advances the core) of every Ready whose
-    /// writes are all durable.
-    fn release_durable(&mut self) {
-        loop {
-            let Disk::Background(bg) = &mut self.disk else {
-                return;
-            };
-            if bg.pending.front().is_none_or(|p| p.seq > bg.durable) {
-                return;
-            }
-            let Some(p) = bg.pending.pop_front() else {
-                return;
-            };
-            self.core.persisted(p.last_entry);
-            for m in p.messages {
-                self.send(m);
-            }
-        }
-    }
-
-    pub fn handle_peer_event(&mut self, event: PeerEvent) {
-        match event {
-            PeerEvent::Reply(m) => {
-                self.observer.message_received(m.from, &m.rpc);
-                self.core.step(m)
-            }
-            PeerEvent::Unreachable(peer) => self.core.report_unreachable(peer),
-            PeerEvent::SnapshotSent {
-                peer,
-                index,
-                success,
-            } => self.core.snapshot_sent(peer, index, success),
-        }
-    }
-
-    /// Runs every pending [`Ready`] through the IO in the order the protocol
-    /// demands. A storage error is returned at once: the caller must stop the
-    /// node (fail-stop), since continuing could acknowledge what is not durable.
-    pub fn process_ready(&mut self) -> Result<Output, StorageError> {
-        let mut out = Output::default();
-        while self.core.has_ready() {
-            let mut rd: Ready = self.core.ready();
-            // Moved out, not cloned: `advance` below does not look at them.
-            for m in std::mem::take(&mut rd.messages) {
-                self.send(m);
-            }
-            for Event::StateChanged {
-                state,
-                term,
-                leader,
-            } in &rd.events
-            {
-                self.observer.state_changed(*state, *term, *leader);
-            }
-            let must_write = rd.hard_state.is_some() || !rd.entries.is_empty();
-            match &mut self.disk {
-                Disk::Inline(storage) => {
-                    if must_write {
-                        let started = std::time::Instant::now();
-                        storage.persist(rd.hard_state.as_ref(), &rd.entries)?;
-                        self.observer.persisted(rd.entries.len(), started.elapsed());
-                    }
-                    self.core.advance(&rd);
-                    for m in rd.persisted_messages {
-                        self.send(m);
-                    }
-                }
-                Disk::Background(bg) => {
-                    let last_entry = rd.entries.last().map(|e| (e.index, e.term));
-                    if must_write {
-                        bg.issued += 1;
-                        let job = Job::Persist {
-                            seq: bg.issued,
-                            hard_state: rd.hard_state,
-                            entries: rd.entries,
-                        };
-                        if !bg.writer.submit(job) {
-                            return Err(writer_gone());
-                        }
-                    }
-                    // Even a Ready with nothing to write waits for the
-                    // writes before it: its replies may depend on them.
-                    bg.pending.push_back(PendingReady {
-                        seq: bg.issued,
-                        last_entry,
-                        messages: rd.persisted_messages,
-                    });
-                }
-            }
-            out.committed_entries.extend(rd.committed_entries);
-            out.read_states.extend(rd.read_states);
-            out.events.extend(rd.events);
-            out.snapshots_to_send.extend(rd.snapshots_to_send);
-            self.release_durable();
-        }
-        Ok(out)
     }
 
     fn send(&mut self, m: Message) {

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use raft::{
-    AppendEntriesArgs, FileStorage, InMemoryNetwork, IncomingRpc, LogEntry, RaftConfig, RaftCore,
-    RaftNode, RecoveredState, Rpc, Storage,
+    AppendEntriesArgs, FileStorage, InMemoryNetwork, IncomingRpc, ListStateMachine, LogEntry,
+    RaftConfig, RaftCore, RaftNode, RecoveredState, Rpc, Storage,
 };
 use tokio::sync::oneshot;
 
@@ -39,7 +39,12 @@ async fn a_reply_waits_for_its_background_write_and_the_data_is_on_disk() {
     .expect("core");
     let net = InMemoryNetwork::new(1, Duration::from_millis(100));
     let (transport, _incoming) = net.register(1);
-    let (mut node, _peer_events) = RaftNode::new(core, Box::new(storage), transport);
+    let (mut node, _peer_events) = RaftNode::new(
+        core,
+        ListStateMachine::default(),
+        Box::new(storage),
+        transport,
+    );
     let mut done = node.start_background_writer().expect("writer thread");
 
     let mut replies = Vec::new();
@@ -61,7 +66,8 @@ async fn a_reply_waits_for_its_background_write_and_the_data_is_on_disk() {
     }
     assert_eq!(node.core().persisted_index(), 0);
 
-    // Completions arrive in order; each releases the replies it covers.
+    // Completions arrive in order; each releases the replies it covers
+    // (sent by the next `process_ready`, as every input's effects are).
     let mut released = 0;
     while released < 2 {
         let d = tokio::time::timeout(Duration::from_secs(10), done.recv())
@@ -69,6 +75,7 @@ async fn a_reply_waits_for_its_background_write_and_the_data_is_on_disk() {
             .expect("the writer answers")
             .expect("writer alive");
         node.write_done(d).expect("write succeeded");
+        node.process_ready().expect("nothing more to write");
         released = replies.iter_mut().filter(|rx| !rx.is_empty()).count();
     }
     let matches: Vec<u64> = replies

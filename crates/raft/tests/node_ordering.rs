@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use raft::{
     AppendEntriesArgs, AppendEntriesReply, HardState, InMemoryNetwork, InMemoryTransport,
-    IncomingRpc, LogEntry, LogIndex, MemoryStorage, NodeId, PeerEvent, RaftConfig, RaftCore,
-    RaftNode, RecoveredState, RequestVoteArgs, RequestVoteReply, Rpc, Storage, StorageError,
+    IncomingRpc, ListStateMachine, LogEntry, LogIndex, MemoryStorage, NodeId, PeerEvent,
+    RaftConfig, RaftCore, RaftNode, RecoveredState, RequestVoteArgs, RequestVoteReply, Rpc,
+    Storage, StorageError,
 };
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -112,7 +113,7 @@ impl Storage for SpyStorage {
 
 /// A node under test, with what must stay alive next to it.
 struct Harness {
-    node: RaftNode<InMemoryTransport>,
+    node: RaftNode<InMemoryTransport, ListStateMachine>,
     probe: SharedProbe,
     _peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     _net: InMemoryNetwork,
@@ -134,7 +135,12 @@ fn harness(hard_state: HardState, failing_disk: bool) -> Harness {
     // The transport only carries outgoing requests; a follower sends none here.
     let net = InMemoryNetwork::new(7, Duration::from_millis(100));
     let (transport, _inbox) = net.register(ME);
-    let (node, peer_events) = RaftNode::new(core, Box::new(storage), transport);
+    let (node, peer_events) = RaftNode::new(
+        core,
+        ListStateMachine::default(),
+        Box::new(storage),
+        transport,
+    );
     Harness {
         node,
         probe,
@@ -208,7 +214,7 @@ async fn a_vote_is_sent_only_after_the_vote_is_durable() {
     let mut h = harness(HardState::default(), false);
     h.deliver(vote_request(1));
 
-    let out = h.node.process_ready().expect("the write succeeds");
+    h.node.process_ready().expect("the write succeeds");
 
     // Exactly one write, of the new term and the vote, and at that moment the
     // candidate had not yet heard anything.
@@ -238,7 +244,7 @@ async fn a_vote_is_sent_only_after_the_vote_is_durable() {
             pre_vote: false,
         }))
     );
-    assert!(out.committed_entries.is_empty());
+    assert!(h.node.driver().state_machine().applied.is_empty());
     assert_eq!(h.node.core().voted_for(), Some(PEER));
 }
 
@@ -288,11 +294,12 @@ async fn an_append_reply_is_sent_only_after_the_entries_are_durable() {
 #[tokio::test]
 async fn an_append_in_a_new_term_persists_term_and_entries_before_replying() {
     // A higher term and entries in one request: one write holds both, and the
-    // entries the leader already committed are handed up only after it.
+    // entries the leader already committed are applied (they are durable on
+    // a majority: applying does not wait for this node's own copy).
     let mut h = harness(HardState::default(), false);
     h.deliver(append_with_entries(3, 2));
 
-    let out = h.node.process_ready().expect("the write succeeds");
+    h.node.process_ready().expect("the write succeeds");
 
     let writes = h.writes();
     assert_eq!(writes.len(), 1, "one persist call: {writes:?}");
@@ -313,7 +320,14 @@ async fn an_append_in_a_new_term_persists_term_and_entries_before_replying() {
         }
         other => panic!("expected an AppendEntries reply, got {other:?}"),
     }
-    let applied: Vec<LogIndex> = out.committed_entries.iter().map(|e| e.index).collect();
+    let applied: Vec<LogIndex> = h
+        .node
+        .driver()
+        .state_machine()
+        .applied
+        .iter()
+        .map(|(index, _)| *index)
+        .collect();
     assert_eq!(applied, vec![1, 2]);
 }
 
