@@ -1,17 +1,12 @@
 //! The world: N `RaftCore`s with their disks and KV stores, a network,
 //! clients, a virtual clock and one event queue, all driven by one RNG.
 //!
-//! The simulator is the driver of every core (the role `RaftNode` plays in
-//! production), following the order documented on [`raft::Ready`]:
-//!
-//! 1. `messages` go on the network at once;
-//! 2. `hard_state` and `entries` are *written* to the node's [`SimDisk`],
-//!    unsynced;
-//! 3. an fsync follows, in the same step or a few virtual milliseconds later
-//!    (the RNG decides); only then does the node call `advance`, send
-//!    `persisted_messages`, apply `committed_entries` and answer `read_states`.
-//!
-//! Readies that wait for the same fsync complete in order. A crash between
+//! Every node runs `raft::Driver`, the same driver `RaftNode` runs in
+//! production, over the real `KvStore` ([`driving`]): the world supplies
+//! only what is around it. Its disk ops go to the node's [`SimDisk`],
+//! unsynced; an fsync follows, in the same step or a few virtual
+//! milliseconds later (the RNG decides), and only then does the driver hear
+//! that they are durable and release what waited for them. A crash between
 //! a write and its fsync loses what the disk did not keep.
 //!
 //! Snapshots and InstallSnapshot (§7), when the fault mix has them, are
@@ -19,26 +14,29 @@
 //! `maybe_snapshot`, `send_snapshots` and `receive_snapshot_chunk`, with
 //! crash points between their steps.
 
+mod driving;
+mod sim_kv;
 mod snapshots;
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
+use self::driving::NodeDriver;
+use self::sim_kv::SimKv;
 use self::snapshots::{Incoming, SnapshotWrite, Transfer};
 
 use raft::{
-    EntryKind, IncarnationBook, LogEntry, LogIndex, Message, NodeId, NotLeader, PeerVerdict,
-    ProposeError, RaftConfig, RaftCore, RaftState, ReadState, Ready, Rpc, StateMachine, Term,
-    TickClock, VoteRight,
+    Driver, IncarnationBook, LogIndex, Message, NodeId, PeerVerdict, RaftConfig, RaftCore,
+    RaftState, Rpc, Term, TickClock, VoteRight,
 };
 
-use crate::kv::{encode_command, KvOutput, KvQuery, KvStore};
+use crate::kv::{KvOutput, KvStore};
 use crate::sim::checker::{Invariants, LogView, Violation, ViolationKind};
 use crate::sim::client::{choose_op, Client, HistoryOp, KvOp, Outcome};
 use crate::sim::disk::SimDisk;
 use crate::sim::network::{Fate, Network, Weather};
 use crate::sim::rng::SimRng;
-use crate::sim::snapshot::{state_digest, CrashPoint, DigestUpdate};
+use crate::sim::snapshot::{state_digest, CrashPoint};
 use crate::sim::trace::{fmt_message, fmt_time, Trace};
 use crate::sim::{SimOptions, SimStats};
 
@@ -169,14 +167,16 @@ impl Ord for Scheduled {
 
 struct Node {
     id: NodeId,
-    /// `None` while the node is down.
-    core: Option<RaftCore>,
+    /// The driver that ships, with the core and the KV store; `None` while
+    /// the node is down.
+    driver: Option<NodeDriver>,
     disk: SimDisk,
-    kv: KvStore,
     /// Bumped at every crash: events of an earlier life are ignored.
     inc: u32,
-    /// Readies written to disk, waiting for the fsync.
-    pending: VecDeque<Ready>,
+    /// The number of the last disk op written, and of the last one synced
+    /// (reported durable to the driver). Both start again at each life.
+    written_seq: u64,
+    synced_seq: u64,
     fsync_scheduled: bool,
     /// This node's tick period in virtual µs (clock drift).
     tick_period: u64,
@@ -192,20 +192,21 @@ struct Node {
     role: (RaftState, Term),
     voted_for: Option<NodeId>,
     last_commit: LogIndex,
-    applied: LogIndex,
+    /// The last index whose application the checks saw.
+    checked_applied: LogIndex,
     leader_last: Option<(Term, LogIndex)>,
-    /// Client waiters: writes by log index, reads by ReadIndex id, and reads
-    /// waiting for the state machine to reach their read index.
-    write_waiters: BTreeMap<LogIndex, Vec<(usize, Term)>>,
-    /// (op, the highest committed index anywhere when the read arrived)
+    /// Reads by the driver's read id: (op, the highest committed index
+    /// anywhere when the read arrived), for the stale-read check.
     read_waiters: BTreeMap<u64, (usize, LogIndex)>,
-    reads_applying: Vec<(LogIndex, usize)>,
-    /// The digest of `kv` (State Machine Safety over states).
+    /// The digest of the KV state the checks last saw (State Machine
+    /// Safety over states).
     digest: u64,
     /// §7: the snapshot being written (its temp file dies with the process).
     writing: Option<SnapshotWrite>,
-    /// Entries applied since the last snapshot (the automatic policy).
-    applied_since_snapshot: u64,
+    /// Follower: the RPCs of snapshot chunks waiting for their answer, per
+    /// leader, oldest first, with the index an "installed" answer vouches
+    /// for.
+    chunk_replies: BTreeMap<NodeId, VecDeque<(u64, Option<LogIndex>)>>,
     /// Leader: snapshot transfers under way, by peer (volatile).
     sending: BTreeMap<NodeId, Transfer>,
     /// Follower: a snapshot arriving in chunks (volatile).
@@ -225,7 +226,16 @@ struct Node {
 
 impl Node {
     fn is_up(&self) -> bool {
-        self.core.is_some()
+        self.driver.is_some()
+    }
+
+    fn core(&self) -> Option<&RaftCore> {
+        self.driver.as_ref().map(Driver::core)
+    }
+
+    /// The last index applied to the KV store (0 while down).
+    fn applied(&self) -> LogIndex {
+        self.driver.as_ref().map_or(0, Driver::last_applied)
     }
 }
 
@@ -250,7 +260,6 @@ pub(crate) struct World {
     /// False once the last fault has healed: no new faults, no new ops.
     faults_on: bool,
     accepting_ops: bool,
-    next_read_id: u64,
     unique: u64,
     sync_inline: f64,
     fsync_latency: (u64, u64),
@@ -331,11 +340,11 @@ impl World {
                     book: IncarnationBook::default(),
                     vote_right: VoteRight::for_new_data_dir(id, &ids),
                     wiped: false,
-                    core: None,
+                    driver: None,
                     disk: SimDisk::new(),
-                    kv: KvStore::new(),
                     inc: 0,
-                    pending: VecDeque::new(),
+                    written_seq: 0,
+                    synced_seq: 0,
                     fsync_scheduled: false,
                     // ±5%: safety must not depend on timing; with lease
                     // reads it does, within their 10 % drift margin.
@@ -346,14 +355,12 @@ impl World {
                     role: (RaftState::Follower, 0),
                     voted_for: None,
                     last_commit: 0,
-                    applied: 0,
+                    checked_applied: 0,
                     leader_last: None,
-                    write_waiters: BTreeMap::new(),
                     read_waiters: BTreeMap::new(),
-                    reads_applying: Vec::new(),
                     digest: state_digest(&KvStore::new()),
                     writing: None,
-                    applied_since_snapshot: 0,
+                    chunk_replies: BTreeMap::new(),
                     sending: BTreeMap::new(),
                     incoming: None,
                     installs: 0,
@@ -381,7 +388,6 @@ impl World {
             violation: None,
             faults_on: true,
             accepting_ops: true,
-            next_read_id: 1,
             unique: 0,
             sync_inline,
             fsync_latency,
@@ -471,7 +477,7 @@ impl World {
     pub(crate) fn node_summaries(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| match &n.core {
+            .map(|n| match n.core() {
                 None => format!(
                     "n{} down (disk: term {}, vote {}, {} entries{})",
                     n.id,
@@ -488,7 +494,7 @@ impl World {
                     fmt_vote(c.voted_for()),
                     fmt_vote(c.leader_id()),
                     c.commit_index(),
-                    n.applied,
+                    n.applied(),
                     c.last_log_index(),
                     c.last_log_term(),
                     if c.snapshot_index() > 0 {
@@ -525,21 +531,21 @@ impl World {
 
     pub(crate) fn leader_id(&self) -> Option<NodeId> {
         (0..self.nodes.len())
-            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
-            .max_by_key(|&x| self.nodes[x].core.as_ref().map_or(0, |c| c.term()))
+            .filter(|&x| self.nodes[x].core().is_some_and(|c| c.is_leader()))
+            .max_by_key(|&x| self.nodes[x].core().map_or(0, |c| c.term()))
             .map(|x| self.nodes[x].id)
     }
 
     pub(crate) fn node_view(&self, x: usize) -> crate::sim::NodeView {
         let n = &self.nodes[x];
-        let core = n.core.as_ref();
+        let core = n.core();
         crate::sim::NodeView {
             id: n.id,
             up: core.is_some(),
             leader: core.is_some_and(|c| c.is_leader()),
             term: core.map_or(n.disk.durable_hard_state().term, |c| c.term()),
             commit: core.map_or(0, |c| c.commit_index()),
-            applied: n.applied,
+            applied: n.applied(),
             snapshot_index: core.map_or(0, |c| c.snapshot_index()),
             last_index: core.map_or(0, |c| c.last_log_index()),
             disk_log_start: n.disk.log_start().0,
@@ -624,7 +630,7 @@ impl World {
         let max = self.config.max_catch_up_ticks();
         let bug_skip = self.has_bug(crate::sim::Bug::SkipMissedTicks);
         let node = &mut self.nodes[x];
-        let Some(core) = node.core.as_mut() else {
+        let Some(driver) = node.driver.as_mut() else {
             return false;
         };
         if now < node.clock_stopped_until {
@@ -636,7 +642,7 @@ impl World {
             due = due.min(1);
         }
         for _ in 0..due.min(max) {
-            core.tick();
+            driver.tick();
         }
         due > 0
     }
@@ -805,15 +811,17 @@ impl World {
                 }
                 let ignore = self.has_bug(crate::sim::Bug::IgnoreVoteRight);
                 core.set_may_vote(ignore || self.nodes[x].vote_right.may_vote());
+                let skip_restore = self.has_bug(crate::sim::Bug::InstallWithoutRestore);
                 let node = &mut self.nodes[x];
                 node.role = (core.state(), core.term());
                 node.voted_for = core.voted_for();
-                node.core = Some(core);
+                let mut driver = Driver::new(core, SimKv::new(kv, skip_restore));
+                driver.record_applied(true);
+                node.digest = driver.state_machine().digest();
+                node.driver = Some(driver);
                 if let Some((index, _)) = snapshot {
                     // The snapshot counts as committed and applied.
-                    node.digest = state_digest(&kv);
-                    node.kv = kv;
-                    node.applied = index;
+                    node.checked_applied = index;
                     node.last_commit = index;
                     let digest = node.digest;
                     let result = self.inv.on_state(id, index, digest, true);
@@ -841,158 +849,6 @@ impl World {
     fn after_input(&mut self, x: usize) {
         self.drain(x);
         self.check_node(x);
-    }
-
-    fn drain(&mut self, x: usize) {
-        while self.violation.is_none() {
-            let rd = match self.nodes[x].core.as_mut() {
-                Some(core) if core.has_ready() => core.ready(),
-                _ => return,
-            };
-            self.on_ready(x, rd);
-        }
-    }
-
-    fn on_ready(&mut self, x: usize, mut rd: Ready) {
-        let id = self.nodes[x].id;
-        // Roles first: a second leader in a term is the root cause of what
-        // its Ready would show (Election Safety before Log Matching).
-        self.check_node(x);
-        if self.violation.is_some() {
-            return;
-        }
-        if let Some(m) = rd
-            .messages
-            .iter()
-            .find(|m| !matches!(m.rpc, Rpc::AppendEntries(_)))
-        {
-            let text = fmt_message(m);
-            self.fail(
-                ViolationKind::PersistBeforeReply,
-                format!("n{id} sends {text} before persisting its Ready"),
-            );
-            return;
-        }
-        if !rd.entries.is_empty() {
-            let node = &self.nodes[x];
-            let Some(core) = node.core.as_ref() else {
-                return;
-            };
-            let mut result = Ok(());
-            let leader_term = core.is_leader().then(|| core.term());
-            if let (true, Some((t, last))) = (core.is_leader(), node.leader_last) {
-                let first = rd.entries[0].index;
-                if t == core.term() && (first <= last || rd.entries.iter().any(|e| e.term != t)) {
-                    result = Err((
-                        ViolationKind::LeaderAppendOnly,
-                        format!(
-                            "leader n{id} of term {t} rewrote its log from index {first} (its log ended at {last})"
-                        ),
-                    ));
-                }
-            }
-            if result.is_ok() {
-                result = self.inv.on_written(id, core, &rd.entries, node.last_commit);
-            }
-            if let (Some(t), Some(e)) = (leader_term, rd.entries.last()) {
-                // What this leader has handed out for writing, for Leader
-                // Append-Only: its next writes must come after it.
-                self.nodes[x].leader_last = Some((t, e.index));
-            }
-            self.check(result);
-            if self.violation.is_some() {
-                return;
-            }
-        }
-        for m in std::mem::take(&mut rd.messages) {
-            self.send(m);
-        }
-        let to_snapshot = std::mem::take(&mut rd.snapshots_to_send);
-        if !to_snapshot.is_empty() {
-            self.send_snapshots(x, to_snapshot);
-        }
-        let needs_write = rd.hard_state.is_some() || !rd.entries.is_empty();
-        if needs_write {
-            if let Err(e) = self.nodes[x]
-                .disk
-                .write(rd.hard_state.as_ref(), &rd.entries)
-            {
-                self.fail(ViolationKind::StorageContract, format!("n{id}: {e}"));
-                return;
-            }
-        }
-        if !needs_write && self.nodes[x].pending.is_empty() {
-            self.complete_ready(x, rd);
-            return;
-        }
-        self.nodes[x].pending.push_back(rd);
-        if self.rng.chance(self.sync_inline) {
-            self.sync_now(x);
-        } else if !self.nodes[x].fsync_scheduled {
-            self.nodes[x].fsync_scheduled = true;
-            let (lo, hi) = self.fsync_latency;
-            let at = self.now + self.rng.range(lo, hi);
-            let inc = self.nodes[x].inc;
-            self.schedule(at, Event::Fsync { node: x, inc });
-        }
-    }
-
-    /// fsync, then finish every Ready that waited for it, in order.
-    fn sync_now(&mut self, x: usize) {
-        self.nodes[x].disk.sync();
-        while let Some(rd) = self.nodes[x].pending.pop_front() {
-            self.complete_ready(x, rd);
-            if self.violation.is_some() || !self.nodes[x].is_up() {
-                return;
-            }
-        }
-    }
-
-    fn complete_ready(&mut self, x: usize, rd: Ready) {
-        let Some(core) = self.nodes[x].core.as_mut() else {
-            return;
-        };
-        core.advance(&rd);
-        for m in rd.persisted_messages {
-            if let Err(text) = self.durable_before_sending(x, &m) {
-                self.fail(ViolationKind::PersistBeforeReply, text);
-                return;
-            }
-            self.send(m);
-        }
-        self.apply(x, rd.committed_entries);
-        self.answer_reads(x, rd.read_states);
-    }
-
-    /// Figure 2: "respond to RPCs only after updating stable storage". A
-    /// granted vote, a vote request and a successful append reply each
-    /// promise something about this node's disk; check the disk keeps it.
-    fn durable_before_sending(&self, x: usize, m: &Message) -> Result<(), String> {
-        let disk = &self.nodes[x].disk;
-        let hs = disk.durable_hard_state();
-        let voted = |term: Term, for_whom: NodeId| {
-            hs.term > term || (hs.term == term && hs.voted_for == Some(for_whom))
-        };
-        let ok = match &m.rpc {
-            Rpc::RequestVoteReply(r) if r.vote_granted && !r.pre_vote => voted(r.term, m.to),
-            Rpc::RequestVote(a) if !a.pre_vote => voted(a.term, m.from),
-            Rpc::AppendEntriesReply(r) if r.success => {
-                hs.term > r.term || durably_covers(disk, r.match_index)
-            }
-            Rpc::InstallSnapshotReply(r) => hs.term >= r.term,
-            _ => true,
-        };
-        if ok {
-            return Ok(());
-        }
-        Err(format!(
-            "n{} sends {} but its disk holds term {}, vote {}, {} entries",
-            m.from,
-            fmt_message(m),
-            hs.term,
-            fmt_vote(hs.voted_for),
-            disk.durable_len()
-        ))
     }
 
     /// Commit safety after every step (see `Invariants::check_commit_safety`).
@@ -1024,7 +880,7 @@ impl World {
                     term_at_committed: durable_term,
                     committed_index: index,
                 }];
-                if let Some(core) = &n.core {
+                if let Some(core) = n.core() {
                     let term = if index <= core.snapshot_index() {
                         Some(committed_term)
                     } else {
@@ -1047,101 +903,6 @@ impl World {
         self.check(result);
     }
 
-    fn apply(&mut self, x: usize, entries: Vec<LogEntry>) {
-        let id = self.nodes[x].id;
-        let snapshot_index = self.nodes[x]
-            .core
-            .as_ref()
-            .map_or(0, RaftCore::snapshot_index);
-        let applied_any = !entries.is_empty();
-        for e in entries {
-            if e.index <= self.nodes[x].applied && e.index <= snapshot_index {
-                // Handed out before a snapshot that covers it was installed.
-                continue;
-            }
-            let expected = self.nodes[x].applied + 1;
-            let result = self.inv.on_applied(id, &e, expected);
-            self.check(result);
-            if self.violation.is_some() {
-                return;
-            }
-            let node = &mut self.nodes[x];
-            let output = match e.kind {
-                EntryKind::Normal => {
-                    let (update, partial) = DigestUpdate::before(&node.kv, node.digest, &e.data);
-                    let out = StateMachine::apply(&mut node.kv, e.index, &e.data);
-                    node.digest = update.after(&node.kv, partial);
-                    out
-                }
-                EntryKind::Noop => KvOutput::Ok,
-            };
-            node.applied = e.index;
-            node.applied_since_snapshot += 1;
-            let digest = node.digest;
-            let result = self.inv.on_state(id, e.index, digest, false);
-            self.check(result);
-            if self.violation.is_some() {
-                return;
-            }
-            let node = &mut self.nodes[x];
-            if let Some(waiters) = node.write_waiters.remove(&e.index) {
-                for (op, term) in waiters {
-                    if term == e.term {
-                        if self.finish(op, Outcome::Ok(output.clone())) {
-                            self.inv.on_acknowledged(e.index, term, op);
-                        }
-                    } else {
-                        let why = format!("index {} went to term {}", e.index, e.term);
-                        self.finish(op, Outcome::Failed(why));
-                    }
-                }
-            }
-        }
-        self.serve_reads(x);
-        if applied_any {
-            self.after_apply_snapshots(x);
-        }
-    }
-
-    /// Reads whose read index the state machine has reached.
-    fn serve_reads(&mut self, x: usize) {
-        let applied = self.nodes[x].applied;
-        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.nodes[x].reads_applying)
-            .into_iter()
-            .partition(|&(index, _)| index <= applied);
-        self.nodes[x].reads_applying = waiting;
-        for (_, op) in ready {
-            let key = self.history[op].op.key().to_vec();
-            let out = self.nodes[x].kv.query(&KvQuery::Get { key });
-            self.finish(op, Outcome::Ok(out));
-        }
-    }
-
-    fn answer_reads(&mut self, x: usize, states: Vec<ReadState>) {
-        for rs in states {
-            let Some((op, committed)) = self.nodes[x].read_waiters.remove(&rs.id) else {
-                continue;
-            };
-            match rs.result {
-                Ok(index) if index < committed => {
-                    let text = format!(
-                        "n{} answered read op {op} at read index {index}, but index {committed} was committed before the read arrived",
-                        self.nodes[x].id
-                    );
-                    self.fail(ViolationKind::StaleRead, text);
-                    return;
-                }
-                Ok(index) => self.nodes[x].reads_applying.push((index, op)),
-                Err(NotLeader::NotLeader { leader_hint }) => {
-                    let client = self.history[op].client;
-                    self.clients[client].leader_hint = leader_hint;
-                    self.finish(op, Outcome::Failed("leadership lost".into()));
-                }
-            }
-        }
-        self.serve_reads(x);
-    }
-
     /// The per-step checks of one node, after it handled an input.
     fn check_node(&mut self, x: usize) {
         if self.violation.is_some() {
@@ -1149,7 +910,7 @@ impl World {
         }
         let node = &mut self.nodes[x];
         let id = node.id;
-        let Some(core) = node.core.as_ref() else {
+        let Some(core) = node.driver.as_ref().map(Driver::core) else {
             return;
         };
         let role = (core.state(), core.term());
@@ -1251,8 +1012,8 @@ impl World {
                 self.trace(line);
                 // A transport notices a broken connection now and then.
                 if self.rng.chance(0.5) {
-                    if let Some(core) = self.nodes[from].core.as_mut() {
-                        core.report_unreachable(m.to);
+                    if let Some(driver) = self.nodes[from].driver.as_mut() {
+                        driver.report_unreachable(m.to);
                     }
                 }
                 return false;
@@ -1325,13 +1086,13 @@ impl World {
             Rpc::InstallSnapshotReply(_) => return self.on_snapshot_reply(to, msg, rpc),
             _ => {}
         }
-        if let Some(core) = self.nodes[to].core.as_mut() {
+        if let Some(driver) = self.nodes[to].driver.as_mut() {
             if let Rpc::AppendEntries(a) = &msg.rpc {
-                if a.prev_log_index < core.snapshot_index() {
+                if a.prev_log_index < driver.core().snapshot_index() {
                     self.stats.appends_below_snapshot += 1;
                 }
             }
-            core.step(msg);
+            driver.step(msg);
         }
         self.after_input(to);
     }
@@ -1393,7 +1154,7 @@ impl World {
         let leaders: Vec<usize> = up
             .iter()
             .copied()
-            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
+            .filter(|&x| self.nodes[x].core().is_some_and(|c| c.is_leader()))
             .collect();
         let x = if !leaders.is_empty() && self.rng.chance(0.7) {
             self.rng.pick(&leaders)
@@ -1599,8 +1360,8 @@ impl World {
         }
         match self.nodes[to].vote_right {
             VoteRight::Allowed => {
-                if let Some(core) = self.nodes[to].core.as_mut() {
-                    core.set_may_vote(true);
+                if let Some(driver) = self.nodes[to].driver.as_mut() {
+                    driver.set_may_vote(true);
                 }
                 self.trace(format!("n{me} may vote: every other voter vouched for it"));
                 if self.nodes[to].wiped {
@@ -1657,11 +1418,17 @@ impl World {
     }
 
     fn crash(&mut self, x: usize, power: bool) {
+        // Whoever waited on this process hears nothing more from it.
+        let mut answers = Vec::new();
+        if let Some(mut driver) = self.nodes[x].driver.take() {
+            driver.stop();
+            answers = driver.take_effects();
+        }
         let rng = &mut self.rng;
         let node = &mut self.nodes[x];
-        node.core = None;
         node.inc += 1;
-        node.pending.clear();
+        node.written_seq = 0;
+        node.synced_seq = 0;
         node.fsync_scheduled = false;
         node.paused_until = 0;
         node.clock_stopped_until = 0;
@@ -1674,32 +1441,18 @@ impl World {
         } else {
             node.disk.process_crash()
         };
-        node.kv = KvStore::new();
-        node.digest = state_digest(&node.kv);
-        node.applied = 0;
+        node.digest = state_digest(&KvStore::new());
+        node.checked_applied = 0;
         node.last_commit = 0;
         node.leader_last = None;
         node.role = (RaftState::Follower, 0);
         // Volatile snapshot state: a temp file not yet renamed, transfers
         // under way, a half-received snapshot.
         let lost_write = node.writing.take().filter(|w| !w.renamed());
-        node.applied_since_snapshot = 0;
         node.sending.clear();
         node.incoming = None;
-        let writes: Vec<usize> = std::mem::take(&mut node.write_waiters)
-            .into_values()
-            .flatten()
-            .map(|(op, _)| op)
-            .collect();
-        let reads: Vec<usize> = std::mem::take(&mut node.read_waiters)
-            .into_values()
-            .map(|(op, _)| op)
-            .chain(
-                std::mem::take(&mut node.reads_applying)
-                    .into_iter()
-                    .map(|(_, op)| op),
-            )
-            .collect();
+        node.chunk_replies.clear();
+        node.read_waiters.clear();
         let id = node.id;
         self.stats.crashes += 1;
         let text = if power {
@@ -1726,11 +1479,15 @@ impl World {
                 loss.renames_lost
             ));
         }
-        for op in writes {
-            self.finish(op, Outcome::Unknown(format!("n{id} crashed")));
-        }
-        for op in reads {
-            self.finish(op, Outcome::Failed(format!("n{id} crashed")));
+        for effect in answers {
+            if let raft::Effect::Answer(op, _) = effect {
+                let outcome = if self.history[op].op.is_read() {
+                    Outcome::Failed(format!("n{id} crashed"))
+                } else {
+                    Outcome::Unknown(format!("n{id} crashed"))
+                };
+                self.finish(op, outcome);
+            }
         }
     }
 
@@ -1817,46 +1574,7 @@ impl World {
             self.finish(op, Outcome::Failed("connection refused".into()));
             return;
         }
-        let command = self.history[op].op.command();
-        let read_id = self.next_read_id;
-        let Some(core) = self.nodes[x].core.as_mut() else {
-            return;
-        };
-        let result = match &command {
-            None => {
-                self.next_read_id += 1;
-                let before = core.lease_reads_served();
-                let r = core.read_index(read_id).map(|()| None);
-                self.stats.lease_reads += core.lease_reads_served() - before;
-                r.map_err(
-                    |NotLeader::NotLeader { leader_hint }| ProposeError::NotLeader { leader_hint },
-                )
-            }
-            Some(cmd) => core.propose(encode_command(cmd)).map(Some),
-        };
-        match result {
-            Err(ProposeError::NotLeader { leader_hint }) => {
-                let client = self.history[op].client;
-                self.clients[client].leader_hint = leader_hint;
-                self.finish(op, Outcome::Failed("not leader".into()));
-            }
-            // The simulator's commands are a few bytes, far below the limit.
-            Err(ProposeError::TooLarge { .. }) => {
-                self.finish(op, Outcome::Failed("too large".into()));
-            }
-            Ok(None) => {
-                let committed = self.inv.committed_len();
-                self.nodes[x].read_waiters.insert(read_id, (op, committed));
-            }
-            Ok(Some((index, term))) => {
-                self.history[op].proposed_at = Some((index, term));
-                self.nodes[x]
-                    .write_waiters
-                    .entry(index)
-                    .or_default()
-                    .push((op, term));
-            }
-        }
+        self.submit_to_driver(x, op);
         self.after_input(x);
     }
 
@@ -1996,7 +1714,7 @@ impl World {
             }
             let done = match (&self.history[op].outcome, self.history[op].proposed_at) {
                 (Outcome::Ok(_), Some((index, _))) => {
-                    self.nodes.iter().all(|n| n.is_up() && n.applied >= index)
+                    self.nodes.iter().all(|n| n.is_up() && n.applied() >= index)
                 }
                 _ => false,
             };
@@ -2019,10 +1737,10 @@ impl World {
         }
         // Durability: every acknowledged write is in the final leader's log.
         let final_leader = (0..self.nodes.len())
-            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
-            .max_by_key(|&x| self.nodes[x].core.as_ref().map_or(0, |c| c.term()));
+            .filter(|&x| self.nodes[x].core().is_some_and(|c| c.is_leader()))
+            .max_by_key(|&x| self.nodes[x].core().map_or(0, |c| c.term()));
         if let Some(l) = final_leader {
-            if let Some(core) = self.nodes[l].core.as_ref() {
+            if let Some(core) = self.nodes[l].core() {
                 let result = self.inv.check_durability(l as NodeId + 1, core);
                 self.check(result);
             }
@@ -2040,7 +1758,9 @@ impl World {
             if let Some(l) = self.converged() {
                 let text = format!(
                     "converged after {after}: n{} leads term {}, every live node applied {}",
-                    self.nodes[l].id, self.nodes[l].role.1, self.nodes[l].applied
+                    self.nodes[l].id,
+                    self.nodes[l].role.1,
+                    self.nodes[l].applied()
                 );
                 self.trace(text);
                 return Some(l);
@@ -2064,19 +1784,18 @@ impl World {
     /// in its own term.
     fn converged(&self) -> Option<usize> {
         let leader = (0..self.nodes.len())
-            .filter(|&x| self.nodes[x].core.as_ref().is_some_and(|c| c.is_leader()))
-            .max_by_key(|&x| self.nodes[x].core.as_ref().map_or(0, |c| c.term()))?;
-        let lc = self.nodes[leader].core.as_ref()?;
+            .filter(|&x| self.nodes[x].core().is_some_and(|c| c.is_leader()))
+            .max_by_key(|&x| self.nodes[x].core().map_or(0, |c| c.term()))?;
+        let lc = self.nodes[leader].core()?;
         let (term, last) = (lc.term(), lc.last_log_index());
         if lc.commit_index() != last || lc.last_log_term() != term {
             return None;
         }
         let up = self.nodes.iter().filter(|n| n.is_up()).count();
         let all = self.nodes.iter().filter(|n| n.is_up()).all(|n| {
-            n.core
-                .as_ref()
-                .is_some_and(|c| c.term() == term && c.commit_index() == last && n.applied == last)
-                && n.pending.is_empty()
+            n.core().is_some_and(|c| {
+                c.term() == term && c.commit_index() == last && n.applied() == last
+            }) && n.written_seq == n.synced_seq
         });
         (all && up > self.nodes.len() / 2).then_some(leader)
     }

@@ -25,13 +25,12 @@ use raft::{
     Rpc, SnapshotChunkVerdict, Term,
 };
 
-use super::{durably_covers, Event, World};
+use super::{Event, World};
 use crate::kv::KvStore;
 use crate::sim::checker::ViolationKind;
-use crate::sim::client::Outcome;
 use crate::sim::disk::SNAPSHOTS_KEPT;
 use crate::sim::faults::Bug;
-use crate::sim::snapshot::{state_digest, CrashPoint, SimSnapshot};
+use crate::sim::snapshot::{CrashPoint, SimSnapshot};
 
 /// Chance that the nemesis crashes a node at a crash point it reaches:
 /// installs are rarer than snapshots, so their points get more.
@@ -152,32 +151,36 @@ impl World {
         }
         let x = self.rng.pick(&candidates);
         self.start_snapshot(x, "at random");
+        self.after_input(x);
     }
 
     fn can_snapshot(&self, x: usize) -> bool {
         let n = &self.nodes[x];
-        let Some(core) = &n.core else {
+        let Some(core) = n.core() else {
             return false;
         };
         let newest = n.disk.latest_snapshot().map_or(0, |s| s.index);
-        n.writing.is_none() && n.applied > core.snapshot_index() && n.applied > newest
+        let applied = n.applied();
+        n.writing.is_none() && applied > core.snapshot_index() && applied > newest
     }
 
     /// After applying: the automatic policy, every `snapshot_every` entries.
     /// Also drops an incoming snapshot that the log has overtaken.
     pub(super) fn after_apply_snapshots(&mut self, x: usize) {
         let node = &mut self.nodes[x];
+        let applied = node.applied();
         if node
             .incoming
             .as_ref()
-            .is_some_and(|inc| inc.index <= node.applied)
+            .is_some_and(|inc| inc.index <= applied)
         {
             node.incoming = None;
         }
-        if self.snapshot_every > 0
-            && node.applied_since_snapshot >= self.snapshot_every
-            && self.can_snapshot(x)
-        {
+        let since = node
+            .driver
+            .as_ref()
+            .map_or(0, |d| d.applied_since_snapshot().0);
+        if self.snapshot_every > 0 && since >= self.snapshot_every && self.can_snapshot(x) {
             self.start_snapshot(x, "policy");
         }
     }
@@ -188,6 +191,7 @@ impl World {
             return false;
         }
         self.start_snapshot(x, "asked");
+        self.after_input(x);
         true
     }
 
@@ -195,27 +199,26 @@ impl World {
     /// written to a temp file; the next steps follow as events.
     fn start_snapshot(&mut self, x: usize, why: &str) {
         let node = &mut self.nodes[x];
-        let Some(core) = &node.core else {
+        let Some(driver) = node.driver.as_mut() else {
             return;
         };
-        let index = node.applied;
-        let Some(term) = core.term_at(index) else {
+        // The driver's image would do; the file is built from the same
+        // state in key order, so that a replay writes the same bytes.
+        let Ok((index, term, _image)) = driver.take_snapshot() else {
             return;
         };
-        let snap = SimSnapshot::take(&node.kv, index, term);
+        let snap = SimSnapshot::take(driver.state_machine().kv(), index, term);
         let (id, len) = (node.id, snap.len());
         node.writing = Some(SnapshotWrite {
             snap,
             stage: Stage::Written,
         });
-        node.applied_since_snapshot = 0;
         self.trace(format!(
             "n{id} snapshot at {index}/{term} ({why}): {len} bytes to a temp file"
         ));
         if self.has_bug(Bug::CompactBeforeSnapshotDurable) {
-            let node = &mut self.nodes[x];
-            if node.core.as_mut().is_some_and(|c| c.compact(index)) {
-                node.disk.compact(index);
+            if let Some(driver) = self.nodes[x].driver.as_mut() {
+                driver.compact_log(index);
             }
         }
         if self.crash_point(x, CrashPoint::SnapshotWritten) {
@@ -268,20 +271,20 @@ impl World {
                 // `snapshot_written`: only now, with the snapshot durable,
                 // may the log before it go (in the core, then on disk).
                 node.writing = None;
-                let compacted = node.core.as_mut().is_some_and(|c| c.compact(index));
+                let compacted = node.driver.as_mut().is_some_and(|d| d.compact_log(index));
                 if compacted {
-                    let n = node.disk.compact(index);
-                    self.stats.compactions += 1;
-                    self.trace(format!(
-                        "n{id} log compacted up to {index} ({n} entries off the disk)"
-                    ));
+                    // The driver's Compact op goes to the disk now.
+                    self.drain(x);
                 } else {
-                    let start = node.core.as_ref().map_or(0, RaftCore::snapshot_index);
+                    let start = node.core().map_or(0, RaftCore::snapshot_index);
                     self.trace(format!(
                         "n{id} log not compacted to {index} (it starts after {start})"
                     ));
                 }
-                self.crash_point(x, CrashPoint::SnapshotCompacted);
+                if self.crash_point(x, CrashPoint::SnapshotCompacted) {
+                    return;
+                }
+                self.after_input(x);
                 return;
             }
         }
@@ -295,11 +298,11 @@ impl World {
         for peer in peers {
             let node = &mut self.nodes[x];
             let id = node.id;
-            let Some(core) = node.core.as_mut() else {
+            let Some(driver) = node.driver.as_mut() else {
                 return;
             };
-            let term = core.term();
-            if !core.is_leader() {
+            let term = driver.core().term();
+            if !driver.core().is_leader() {
                 continue;
             }
             if node.sending.get(&peer).is_some_and(|t| t.term == term) {
@@ -307,7 +310,7 @@ impl World {
                 continue;
             }
             let Some(snap) = node.disk.latest_snapshot().cloned() else {
-                core.snapshot_sent(peer, 0, false);
+                driver.snapshot_sent(peer, 0, false);
                 self.trace(format!("n{id} has no snapshot to send to n{peer}"));
                 continue;
             };
@@ -387,8 +390,8 @@ impl World {
         if node.sending.remove(&peer).is_none() {
             return;
         }
-        if let Some(core) = node.core.as_mut() {
-            core.snapshot_sent(peer, installed.unwrap_or(0), installed.is_some());
+        if let Some(driver) = node.driver.as_mut() {
+            driver.snapshot_sent(peer, installed.unwrap_or(0), installed.is_some());
         }
         match installed {
             Some(index) => {
@@ -420,17 +423,17 @@ impl World {
         let r = r.clone();
         let peer = msg.from;
         let node = &mut self.nodes[x];
-        let Some(core) = node.core.as_mut() else {
+        let Some(driver) = node.driver.as_mut() else {
             return;
         };
-        if r.term > core.term() {
+        if r.term > driver.core().term() {
             // The follower knows a later term: the leader steps down.
-            core.step(msg);
+            driver.step(msg);
             self.end_transfer(x, peer, None, "the follower is in a later term");
             self.after_input(x);
             return;
         }
-        let (term, leader) = (core.term(), core.is_leader());
+        let (term, leader) = (driver.core().term(), driver.core().is_leader());
         let Some(t) = node.sending.get_mut(&peer) else {
             return;
         };
@@ -476,20 +479,19 @@ impl World {
 
     // ----- Receiving (follower) --------------------------------------------------
 
-    /// `receive_snapshot_chunk`: a chunk reached `x`.
+    /// `receive_snapshot_chunk`: a chunk reached `x`. The driver's core
+    /// decides; the answer waits in the driver until the disk holds what
+    /// it promises (a raised term, an installed snapshot), then goes back
+    /// on the chunk's RPC (`driving::send_durable` checks the promise).
     pub(super) fn on_snapshot_chunk(&mut self, x: usize, msg: Message, rpc: u64) {
         let from = msg.from;
         let Rpc::InstallSnapshot(args) = msg.rpc else {
             return;
         };
-        let Some(core) = self.nodes[x].core.as_mut() else {
+        let Some(driver) = self.nodes[x].driver.as_mut() else {
             return;
         };
-        let verdict = core.handle_snapshot_chunk(from, &args);
-        // The chunk may have raised the term: durable before the answer.
-        if !self.persist_everything(x) {
-            return;
-        }
+        let verdict = driver.snapshot_chunk(from, &args);
         let id = self.nodes[x].id;
         let reply = match verdict {
             SnapshotChunkVerdict::Refuse { term } => answer(term, false, 0, false),
@@ -509,45 +511,20 @@ impl World {
         if self.violation.is_some() || !self.nodes[x].is_up() {
             return;
         }
-        let msg = Message {
-            from: id,
-            to: from,
-            rpc: Rpc::InstallSnapshotReply(reply.clone()),
-        };
-        let mut promise = self.durable_before_sending(x, &msg);
-        if promise.is_ok()
-            && reply.installed
-            && !durably_covers(&self.nodes[x].disk, args.last_included_index)
-        {
-            promise = Err(format!(
-                "n{id} says snapshot {} is installed, but its disk reaches only {}",
-                args.last_included_index,
-                self.nodes[x].disk.durable_last_index()
-            ));
+        let vouches = reply.installed.then_some(args.last_included_index);
+        let node = &mut self.nodes[x];
+        node.chunk_replies
+            .entry(from)
+            .or_default()
+            .push_back((rpc, vouches));
+        if let Some(driver) = node.driver.as_mut() {
+            driver.send_when_durable(Message {
+                from: id,
+                to: from,
+                rpc: Rpc::InstallSnapshotReply(reply),
+            });
         }
-        if let Err(text) = promise {
-            self.fail(ViolationKind::PersistBeforeReply, text);
-            return;
-        }
-        self.send_rpc(msg, rpc);
         self.after_input(x);
-    }
-
-    /// Drains the core and fsyncs until nothing is pending (the real
-    /// driver's `process_ready` + `sync` before it answers a chunk). False
-    /// if the node is gone or a check failed.
-    fn persist_everything(&mut self, x: usize) -> bool {
-        for _ in 0..8 {
-            self.drain(x);
-            if self.violation.is_some() || !self.nodes[x].is_up() {
-                return false;
-            }
-            if self.nodes[x].pending.is_empty() && self.nodes[x].disk.unsynced_ops() == 0 {
-                return true;
-            }
-            self.sync_now(x);
-        }
-        self.violation.is_none() && self.nodes[x].is_up()
     }
 
     /// `accept_chunk`: appends the chunk to the incoming buffer; on the last
@@ -617,14 +594,16 @@ impl World {
         Some(answer(term, true, next, true))
     }
 
-    /// `install_received`: the core's log starts after the snapshot (kept
-    /// suffix: compact the disk; discarded: reset it), and the `KvStore` is
-    /// the image. False when the node crashed (or a check failed).
+    /// `install_received`: the driver restores the KV store from the image
+    /// and makes the log start after the snapshot (kept suffix: a Compact
+    /// op; discarded: a Reset), answering the proposals it covers with
+    /// "unknown". False when the node crashed (or a check failed).
     fn install(&mut self, x: usize, snap: &SimSnapshot) -> bool {
         let id = self.nodes[x].id;
-        let Some(commit) = self.nodes[x].core.as_ref().map(RaftCore::commit_index) else {
+        let Some(driver) = self.nodes[x].driver.as_mut() else {
             return false;
         };
+        let commit = driver.core().commit_index();
         if snap.index <= commit {
             self.trace(format!(
                 "n{id} snapshot {} is not ahead of its commit index {commit}: nothing to install",
@@ -632,43 +611,33 @@ impl World {
             ));
             return true;
         }
-        let restored = if self.has_bug(Bug::InstallWithoutRestore) {
-            Ok(self.nodes[x].kv.clone())
-        } else {
-            snap.restore()
-        };
-        let kv = match restored {
-            Ok(kv) => kv,
+        let kept_before = driver.core().term_at(snap.index) == Some(snap.term);
+        let mut image = snap.image();
+        match driver.install_snapshot(snap.index, snap.term, &mut image) {
+            Ok(true) => {}
+            Ok(false) => return true,
             Err(e) => {
                 let text = format!("n{id} cannot restore a verified snapshot: {e}");
                 self.fail(ViolationKind::StorageContract, text);
                 return false;
             }
-        };
+        }
         let node = &mut self.nodes[x];
-        let Some(core) = node.core.as_mut() else {
-            return false;
-        };
-        let how = match core.restore_snapshot(snap.index, snap.term) {
-            None => return true,
-            Some(true) => {
-                let n = node.disk.compact(snap.index);
-                format!("log after it kept, {n} entries off the disk")
-            }
-            Some(false) => {
-                node.disk.reset(snap.index, snap.term);
-                "log discarded".to_string()
-            }
-        };
-        node.digest = state_digest(&kv);
-        node.kv = kv;
-        node.applied = snap.index;
+        node.digest = node
+            .driver
+            .as_ref()
+            .map_or(node.digest, |d| d.state_machine().digest());
+        node.checked_applied = snap.index;
         node.last_commit = snap.index;
-        node.applied_since_snapshot = 0;
         node.leader_last = None;
         node.installs += 1;
         let digest = node.digest;
         self.stats.snapshots_installed += 1;
+        let how = if kept_before {
+            "log after it kept"
+        } else {
+            "log discarded"
+        };
         self.trace(format!(
             "n{id} installed snapshot {}/{} ({how})",
             snap.index, snap.term
@@ -678,25 +647,12 @@ impl World {
         if self.violation.is_some() {
             return false;
         }
-        // Proposals the snapshot covers: their fate is in the image, which
-        // does not say. Unknown.
-        let covered: Vec<LogIndex> = self.nodes[x]
-            .write_waiters
-            .range(..=snap.index)
-            .map(|(i, _)| *i)
-            .collect();
-        for index in covered {
-            for (op, _) in self.nodes[x]
-                .write_waiters
-                .remove(&index)
-                .unwrap_or_default()
-            {
-                let why = format!("n{id} installed a snapshot covering index {index}");
-                self.finish(op, Outcome::Unknown(why));
-            }
-        }
-        self.serve_reads(x);
-        !self.crash_point(x, CrashPoint::InstallLogReset)
+        // The log's Compact or Reset goes to the disk now, and the answers
+        // to the proposals the snapshot covers go out.
+        self.drain(x);
+        self.violation.is_none()
+            && self.nodes[x].is_up()
+            && !self.crash_point(x, CrashPoint::InstallLogReset)
     }
 
     // ----- Restarting ----------------------------------------------------------------
