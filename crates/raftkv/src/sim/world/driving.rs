@@ -11,7 +11,10 @@
 //! * `Answer`: the client's operation completes (linearizability is
 //!   checked over all of them at the end).
 
-use raft::{ClientError, DiskOp, Driver, Effect, LogIndex, Message, NodeId, Rpc, Term};
+use raft::{
+    ClientError, DiskOp, Driver, Effect, LogIndex, Message, NodeId, RaftCore, Rpc, Term, TickClock,
+    VoteRight,
+};
 
 use super::sim_kv::SimKv;
 use super::{durably_covers, fmt_vote, Event, World};
@@ -25,6 +28,74 @@ use crate::sim::trace::fmt_message;
 pub(super) type NodeDriver = Driver<SimKv, usize>;
 
 impl World {
+    pub(super) fn start_node(&mut self, x: usize) {
+        let id = self.nodes[x].id;
+        // §7: the newest snapshot plus the log after it.
+        let (recovered, snapshot, kv) = match self.recover_node(x) {
+            Ok(r) => r,
+            Err(e) => {
+                self.fail(
+                    ViolationKind::StorageContract,
+                    format!("n{id} cannot restart from its disk: {e}"),
+                );
+                return;
+            }
+        };
+        let seed = self.rng.next_u64();
+        match RaftCore::with_snapshot(
+            id,
+            &self.ids,
+            self.config.clone(),
+            recovered,
+            snapshot,
+            seed,
+        ) {
+            Ok(mut core) => {
+                if let Some(bug) = self.opts.bug {
+                    core.set_bug_switches(bug.switches());
+                }
+                let ignore = self.has_bug(crate::sim::Bug::IgnoreVoteRight);
+                core.set_may_vote(ignore || self.nodes[x].vote_right.may_vote());
+                let skip_restore = self.has_bug(crate::sim::Bug::InstallWithoutRestore);
+                let node = &mut self.nodes[x];
+                node.role = (core.state(), core.term());
+                node.voted_for = core.voted_for();
+                let mut driver = Driver::new(core, SimKv::new(kv, skip_restore));
+                driver.record_applied(true);
+                node.digest = driver.state_machine().digest();
+                node.driver = Some(driver);
+                if let Some((index, _)) = snapshot {
+                    // The snapshot counts as committed and applied.
+                    node.checked_applied = index;
+                    node.last_commit = index;
+                    let digest = node.digest;
+                    let result = self.inv.on_state(id, index, digest, true);
+                    self.check(result);
+                }
+            }
+            Err(e) => {
+                self.fail(
+                    ViolationKind::StorageContract,
+                    format!("n{id} cannot restart from its disk: {e}"),
+                );
+                return;
+            }
+        }
+        let inc = self.nodes[x].inc;
+        let period = self.nodes[x].tick_period;
+        let at = self.now + self.rng.range(1, period);
+        self.nodes[x].clock = TickClock::with_first_tick(at, period);
+        self.schedule(at, Event::Tick { node: x, inc });
+        if matches!(self.nodes[x].vote_right, VoteRight::Pending { .. }) {
+            self.schedule(at, Event::HelloRound { node: x, inc });
+        }
+    }
+
+    pub(super) fn after_input(&mut self, x: usize) {
+        self.drain(x);
+        self.check_node(x);
+    }
+
     /// Runs node `x`'s driver until it has nothing more to do, carrying out
     /// its effects; then decides when the disk syncs what it was given.
     pub(super) fn drain(&mut self, x: usize) {

@@ -1,0 +1,150 @@
+//! The per-step checks over every node's core and disk: commit safety
+//! (a committed entry survives on any majority a new leader could win),
+//! Election Safety, commit indexes that never go back, Leader Append-Only.
+
+use super::*;
+
+impl World {
+    /// Commit safety after every step (see `Invariants::check_commit_safety`).
+    pub(super) fn check_commit_safety(&mut self) {
+        let Some((index, _)) = self.inv.last_committed() else {
+            return;
+        };
+        let Some((_, committed_term)) = self.inv.last_committed() else {
+            return;
+        };
+        // A snapshot holds only committed entries (the state digests check
+        // it), so the index it covers counts as held with its committed term.
+        let logs: Vec<(NodeId, bool, Vec<LogView>)> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                // What a restart would present: snapshot + log, reconciled.
+                let (last_index, last_term, covered) = n.disk.restart_view();
+                let durable_term = if index <= covered {
+                    Some(committed_term)
+                } else if index <= last_index {
+                    n.disk.durable_term(index)
+                } else {
+                    None
+                };
+                let mut views = vec![LogView {
+                    last_index,
+                    last_term,
+                    term_at_committed: durable_term,
+                    committed_index: index,
+                }];
+                if let Some(core) = n.core() {
+                    let term = if index <= core.snapshot_index() {
+                        Some(committed_term)
+                    } else {
+                        core.entry(index).map(|e| e.term)
+                    };
+                    views.push(LogView {
+                        last_index: core.last_log_index(),
+                        last_term: core.last_log_term(),
+                        term_at_committed: term,
+                        committed_index: index,
+                    });
+                }
+                // A node that will never vote (its data dir was wiped)
+                // can neither be elected nor help elect anyone.
+                let may_vote = !n.wiped && n.vote_right != VoteRight::Suspended;
+                (n.id, may_vote, views)
+            })
+            .collect();
+        let result = self.inv.check_commit_safety(&logs);
+        self.check(result);
+    }
+
+    /// The per-step checks of one node, after it handled an input.
+    pub(super) fn check_node(&mut self, x: usize) {
+        if self.violation.is_some() {
+            return;
+        }
+        let node = &mut self.nodes[x];
+        let id = node.id;
+        let Some(core) = node.driver.as_ref().map(Driver::core) else {
+            return;
+        };
+        let role = (core.state(), core.term());
+        let commit = core.commit_index();
+        let mut lines = Vec::new();
+        let mut result = Ok(());
+        let elected = role != node.role && role.0 == RaftState::Leader;
+        if role != node.role {
+            lines.push(format!(
+                "n{id} {} term {} leader {} commit {} last {}/{}",
+                role.0,
+                role.1,
+                fmt_vote(core.leader_id()),
+                commit,
+                core.last_log_index(),
+                core.last_log_term()
+            ));
+            if role.0 == RaftState::Leader {
+                self.stats.elections += 1;
+                node.leader_last = None;
+                result = self
+                    .inv
+                    .on_leader(id, role.1)
+                    .and_then(|_| self.inv.on_elected(id, core));
+            }
+            node.role = role;
+        }
+        if result.is_ok() {
+            if commit < node.last_commit {
+                result = Err((
+                    ViolationKind::CommitIndexDecreased,
+                    format!(
+                        "n{id} commit index went from {} to {commit} without a crash",
+                        node.last_commit
+                    ),
+                ));
+            } else if commit > node.last_commit {
+                lines.push(format!("n{id} commit {} → {commit}", node.last_commit));
+                result = self.inv.on_commit(id, core, node.last_commit, commit);
+                node.last_commit = commit;
+            }
+        }
+        if result.is_ok() && commit > core.last_log_index() {
+            result = Err((
+                ViolationKind::CommittedEntryRemoved,
+                format!(
+                    "n{id} has commit index {commit} but its log ends at {}",
+                    core.last_log_index()
+                ),
+            ));
+        }
+        if result.is_ok() && core.is_leader() {
+            let last = core.last_log_index();
+            if let Some((t, before)) = node.leader_last {
+                if t == role.1 && last < before {
+                    result = Err((
+                        ViolationKind::LeaderAppendOnly,
+                        format!("leader n{id} of term {t} shrank its log from {before} to {last}"),
+                    ));
+                }
+            }
+        }
+        // Jepsen-style targeted nemesis: the moments right after a node
+        // votes or takes office are where persistence and commitment bugs
+        // hide, so crash there now and then.
+        let vote = core.voted_for();
+        let voted = vote.is_some() && vote != node.voted_for && vote != Some(id);
+        node.voted_for = vote;
+        let inc = node.inc;
+        for line in lines {
+            self.trace(line);
+        }
+        self.check(result);
+        if self.faults_on
+            && self.opts.faults.node_faults()
+            && (voted || elected)
+            && self.rng.chance(TARGETED_CRASH_CHANCE)
+        {
+            let at = self.now + self.rng.range(0, if voted { 3_000 } else { 50_000 });
+            self.schedule(at, Event::Crash { node: x, inc });
+        }
+    }
+}
