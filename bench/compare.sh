@@ -21,7 +21,7 @@ WARMUP=2s
 WORK=/tmp/raftkv-compare
 CLIENTS="1 16 64 256"
 SYSTEMS="etcd raftkv raftkvlease redis"
-WORKLOADS="set get"
+WORKLOADS="${WORKLOADS:-set get}"
 KEYS=10000
 VALUE_SIZE=100
 UPDATE_DOCS=1
@@ -51,7 +51,8 @@ usage: bench/compare.sh [options]
   --retries N         at most N such repeats per load (default: $RETRIES)
 Environment: RAFTKV=path to the raftkv binary (default: target/release/raftkv,
 built first); RAFTKV_BENCH="command" to run instead of "\$RAFTKV bench";
-RAFTKV_LABEL=text naming the raftkv build in the report.
+RAFTKV_LABEL=text naming the raftkv build in the report; WORKLOADS="get"
+(or "set") to run only those loads (default: "set get").
 EOF
 }
 
