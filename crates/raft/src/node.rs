@@ -67,6 +67,9 @@ pub struct RaftNode<T: Transport, M: StateMachine> {
     /// oldest.
     awaiting_reply: HashMap<NodeId, VecDeque<oneshot::Sender<Rpc>>>,
     observer: Arc<dyn Observer>,
+    /// The buffer effects are carried out from (kept, so that a busy node
+    /// does not allocate one per round).
+    effects: Vec<Effect<Reply<M::Output>, M::Output>>,
 }
 
 impl<T: Transport, M: StateMachine> RaftNode<T, M> {
@@ -88,6 +91,7 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
                 peer_events: tx,
                 awaiting_reply: HashMap::new(),
                 observer: Arc::new(NoopObserver),
+                effects: Vec::new(),
             },
             rx,
         )
@@ -283,13 +287,20 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
     /// durable.
     pub fn process_ready(&mut self) -> Result<Output, StorageError> {
         let mut out = Output::default();
+        let mut effects = std::mem::take(&mut self.effects);
         loop {
+            // IO first (writes start, messages leave), then the state
+            // machine's work, then again whatever that caused.
             self.driver.process_ready();
-            let effects = self.driver.take_effects();
-            if effects.is_empty() {
-                return Ok(out);
+            if !self.driver.has_effects() {
+                if !self.driver.has_committed() {
+                    self.effects = effects;
+                    return Ok(out);
+                }
+                self.driver.apply_committed();
             }
-            for effect in effects {
+            self.driver.swap_effects(&mut effects);
+            for effect in effects.drain(..) {
                 match effect {
                     Effect::Send(m) | Effect::SendDurable(m) => self.send(m),
                     Effect::Disk(op) => self.write(op)?,

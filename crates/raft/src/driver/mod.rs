@@ -117,6 +117,9 @@ pub struct Driver<M: StateMachine, W> {
     durable: u64,
     awaiting_disk: VecDeque<AwaitingDisk>,
     effects: Vec<Effect<W, M::Output>>,
+    /// Committed entries and confirmed reads of the Readys handled, in
+    /// order, until [`Driver::apply_committed`].
+    to_apply: Vec<(Vec<LogEntry>, Vec<ReadState>)>,
     record_applied: bool,
     /// Applied since the last snapshot: entries and bytes (the snapshot
     /// policy's counters).
@@ -136,6 +139,7 @@ impl<M: StateMachine, W> Driver<M, W> {
             durable: 0,
             awaiting_disk: VecDeque::new(),
             effects: Vec::new(),
+            to_apply: Vec::new(),
             record_applied: false,
             applied_since_snapshot: (0, 0),
         }
@@ -159,6 +163,11 @@ impl<M: StateMachine, W> Driver<M, W> {
         self.record_applied = on;
     }
 
+    /// Whether effects wait to be taken.
+    pub fn has_effects(&self) -> bool {
+        !self.effects.is_empty()
+    }
+
     /// Whether disk ops are still in flight (not yet reported durable).
     pub fn writes_in_flight(&self) -> bool {
         self.durable < self.issued
@@ -173,6 +182,13 @@ impl<M: StateMachine, W> Driver<M, W> {
     /// [`Driver::process_ready`]).
     pub fn take_effects(&mut self) -> Vec<Effect<W, M::Output>> {
         std::mem::take(&mut self.effects)
+    }
+
+    /// Like [`Driver::take_effects`], into `buffer` (emptied first), which
+    /// the driver keeps in exchange: a busy owner then allocates neither.
+    pub fn swap_effects(&mut self, buffer: &mut Vec<Effect<W, M::Output>>) {
+        buffer.clear();
+        std::mem::swap(&mut self.effects, buffer);
     }
 
     // ----- Inputs --------------------------------------------------------------
@@ -278,15 +294,32 @@ impl<M: StateMachine, W> Driver<M, W> {
 
     // ----- The Ready loop ------------------------------------------------------
 
-    /// Runs every pending [`Ready`] in the order the protocol demands:
-    /// messages out, writes numbered and handed out, durable-only messages
-    /// held until their writes are reported, committed entries applied,
-    /// reads answered.
+    /// Runs every pending [`Ready`] up to its IO: messages out, writes
+    /// numbered and handed out, durable-only messages held until their
+    /// writes are reported. What committed waits for
+    /// [`Driver::apply_committed`], which the owner calls once it has
+    /// carried out these effects: a disk write then starts before the state
+    /// machine's work, not after it (on a busy follower, applying a batch
+    /// delays its fsync, its reply and so the leader's commit).
     pub fn process_ready(&mut self) {
         while self.core.has_ready() {
             let rd = self.core.ready();
             self.handle_ready(rd);
         }
+    }
+
+    /// Applies what the Readys handed out so far committed, then answers
+    /// the reads whose read index the state machine has reached.
+    pub fn apply_committed(&mut self) {
+        for (entries, read_states) in std::mem::take(&mut self.to_apply) {
+            self.apply(entries);
+            self.confirm_reads(read_states);
+        }
+    }
+
+    /// Whether [`Driver::apply_committed`] has anything to do.
+    pub fn has_committed(&self) -> bool {
+        !self.to_apply.is_empty()
     }
 
     fn handle_ready(&mut self, rd: Ready) {
@@ -318,11 +351,12 @@ impl<M: StateMachine, W> Driver<M, W> {
             last_entry,
             messages: persisted_messages,
         });
-        self.apply(committed_entries);
-        self.confirm_reads(read_states);
         self.effects
             .extend(snapshots_to_send.into_iter().map(Effect::SendSnapshot));
         self.durable(self.durable);
+        if !committed_entries.is_empty() || !read_states.is_empty() {
+            self.to_apply.push((committed_entries, read_states));
+        }
     }
 
     /// Figure 2: "if commitIndex > lastApplied: increment lastApplied, apply

@@ -106,7 +106,11 @@ impl World {
             let Some(driver) = self.nodes[x].driver.as_mut() else {
                 return;
             };
+            // As `RaftNode` does: IO first, then the state machine's work.
             driver.process_ready();
+            if !driver.has_effects() {
+                driver.apply_committed();
+            }
             let effects = driver.take_effects();
             if !effects.is_empty() {
                 self.run_effects(x, effects);
