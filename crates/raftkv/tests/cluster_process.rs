@@ -1149,7 +1149,19 @@ fn redis_cli_and_redis_benchmark_work_unmodified() {
         eprintln!("SKIPPED: redis-cli / redis-benchmark are not installed");
         return;
     }
-    let c = Cluster::start();
+    // 1-2 s election timeouts: this test is about the protocol, not about
+    // failover. With the 300 ms defaults, a debug build sharing two cores
+    // with other work once lost its leader mid-benchmark in CI (a follower
+    // answers heartbeats only after its pending fsync, Figure 2), and
+    // redis-benchmark stops at the first error.
+    let c = Cluster::start_with(
+        3,
+        Opts {
+            heartbeat_ms: 100,
+            election_timeout_ms: "1000-2000",
+            ..Opts::default()
+        },
+    );
     let leader = c.wait_for_leader(secs(5));
     let follower = c.followers(leader)[0];
     let port = c.nodes[follower].client_port.to_string();
