@@ -207,7 +207,7 @@ impl RaftCore {
                         next_index,
                         match_index: 0,
                         probing: true,
-                        inflight: VecDeque::new(),
+                        inflight: Inflights::default(),
                         ticks_since_contact: 0,
                         ticks_since_ack: 0,
                         read_round: 0,

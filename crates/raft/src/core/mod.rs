@@ -20,11 +20,11 @@
 //! outputs ([`RaftCore::ready`]).
 
 mod election;
-mod progress;
 mod quorum;
 mod read_only;
 mod replication;
 mod snapshot;
+mod tracker;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -38,7 +38,7 @@ use crate::message::{
 };
 use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, RecoveredState, Term};
 
-use self::progress::Progress;
+use self::tracker::{Inflights, Progress};
 
 /// Why a read was refused, or a proposal: this node does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -483,7 +483,7 @@ impl RaftCore {
             if !p.probing {
                 p.probing = true;
                 p.next_index = p.match_index + 1;
-                p.inflight.clear();
+                p.inflight.reset();
             }
         }
     }

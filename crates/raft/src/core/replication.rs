@@ -171,7 +171,7 @@ impl RaftCore {
             }
             p.next_index = p.next_index.max(p.match_index + 1);
             let m = p.match_index;
-            p.inflight.retain(|&i| i > m);
+            p.inflight.free_to(m);
             self.maybe_commit();
         } else if r.rejected_prev_index > p.match_index {
             // §5.3: "After a rejection, the leader decrements nextIndex and
@@ -186,7 +186,7 @@ impl RaftCore {
             let hinted = hinted.min(r.rejected_prev_index);
             p.next_index = hinted.max(p.match_index + 1);
             p.probing = true;
-            p.inflight.clear();
+            p.inflight.reset();
         } else if r.rejected_prev_index == p.match_index
             && r.conflict_term.is_none()
             && r.conflict_index <= p.match_index
@@ -207,7 +207,7 @@ impl RaftCore {
             p.match_index = r.conflict_index.saturating_sub(1);
             p.next_index = r.conflict_index.max(1);
             p.probing = true;
-            p.inflight.clear();
+            p.inflight.reset();
         } else {
             // A stale rejection: we already know the logs agree beyond it.
         }
@@ -232,7 +232,7 @@ impl RaftCore {
             let can_send = if p.probing {
                 p.inflight.is_empty()
             } else {
-                p.inflight.len() < self.config.max_inflight_appends
+                !p.inflight.is_full(self.config.max_inflight_appends)
             };
             if p.snapshot_pending.is_some() {
                 return sent;
@@ -243,7 +243,7 @@ impl RaftCore {
                 let index = self.log.snapshot_index();
                 if let Some(p) = self.progress.get_mut(&to) {
                     p.snapshot_pending = Some(index);
-                    p.inflight.clear();
+                    p.inflight.reset();
                 }
                 self.snapshots_to_send.push(to);
                 return sent;
@@ -276,7 +276,7 @@ impl RaftCore {
             };
             let commit = self.commit_index;
             if let Some(p) = self.progress.get_mut(&to) {
-                p.inflight.push_back(last);
+                p.inflight.add(last);
                 p.commit_told = p.commit_told.max(commit.min(last));
                 if !probing {
                     // Pipelining: assume success and move on.
@@ -325,7 +325,7 @@ impl RaftCore {
             let recover = match self.progress.get_mut(&peer) {
                 Some(p) if p.probing => {
                     // Re-send a probe that may have been lost.
-                    p.inflight.clear();
+                    p.inflight.reset();
                     true
                 }
                 Some(p)
@@ -335,7 +335,7 @@ impl RaftCore {
                     // acknowledgement: assume they were lost and probe again.
                     p.probing = true;
                     p.next_index = p.match_index + 1;
-                    p.inflight.clear();
+                    p.inflight.reset();
                     true
                 }
                 _ => false,

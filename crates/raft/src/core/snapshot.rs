@@ -85,7 +85,7 @@ impl RaftCore {
         }
         p.snapshot_pending = None;
         p.probing = true;
-        p.inflight.clear();
+        p.inflight.reset();
         if success {
             p.match_index = p.match_index.max(index);
             p.next_index = index + 1;
