@@ -1,11 +1,14 @@
 //! # raft: a Raft consensus library
 //!
-//! Three layers, each testable on its own:
+//! Layers, each testable on its own:
 //!
 //! * [`RaftCore`]: the protocol as a pure, deterministic state machine
 //!   (messages and ticks in, a [`Ready`] out). No IO, no clock.
-//! * [`RaftNode`]: the async driver on tokio. It owns a core, a [`Storage`]
-//!   and a [`Transport`], turns time into ticks, persists before it replies.
+//! * [`Driver`]: the one Ready loop, also pure: it turns each Ready into
+//!   [`Effect`]s (send, numbered disk ops, apply, answer clients) and holds
+//!   back what must wait for the disk. Production and the simulator both run it.
+//! * [`RaftNode`]: the driver on tokio. It carries the effects out with a
+//!   [`Storage`] and a [`Transport`].
 //! * [`RaftServer`] / [`RaftHandle`]: the client API. `submit` resolves once a
 //!   command is committed and applied to the [`StateMachine`].
 //!

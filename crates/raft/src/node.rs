@@ -161,8 +161,8 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
             tracing::debug!(from, "dropping a snapshot chunk from a non-member");
             return None;
         }
-        // Replies before this one (to earlier requests) stay ahead of it.
-        self.driver.process_ready();
+        // Replies to earlier requests stay ahead of this one: the driver
+        // parks them before it parks this one (`send_when_durable`).
         self.awaiting_reply
             .entry(from)
             .or_default()

@@ -168,16 +168,6 @@ impl<M: StateMachine, W> Driver<M, W> {
         !self.effects.is_empty()
     }
 
-    /// Whether disk ops are still in flight (not yet reported durable).
-    pub fn writes_in_flight(&self) -> bool {
-        self.durable < self.issued
-    }
-
-    /// Number of the last disk op handed out.
-    pub fn last_disk_op(&self) -> u64 {
-        self.issued
-    }
-
     /// What to do, in order. Call after every batch of inputs (after
     /// [`Driver::process_ready`]).
     pub fn take_effects(&mut self) -> Vec<Effect<W, M::Output>> {
