@@ -36,9 +36,10 @@ pub mod types;
 
 pub use crate::clock::TickClock;
 pub use crate::config::{ConfigError, RaftConfig};
+#[cfg(feature = "bug-switches")]
+pub use crate::core::BugSwitches;
 pub use crate::core::{
-    BugSwitches, CoreError, Event, NotLeader, ProposeError, RaftCore, ReadState, Ready,
-    SnapshotChunkVerdict,
+    CoreError, Event, NotLeader, ProposeError, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
 };
 pub use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
 pub use crate::incarnation::{IncarnationBook, PeerRecord, PeerVerdict, VoteRight};

@@ -5,11 +5,12 @@ pub mod config;
 pub mod forward;
 pub mod http;
 pub mod identity;
-pub mod kv;
+/// The key-value state machine, in its own crate (`crates/store`) so the
+/// simulator runs exactly the store the server ships.
+pub use raftkv_store as kv;
 pub mod limits;
 pub mod metrics;
 pub mod peer;
 pub mod resp;
 pub mod server;
-pub mod sim;
 pub mod up;

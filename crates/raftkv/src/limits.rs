@@ -105,7 +105,7 @@ const _: () = {
 
 /// The size a request counts for against `--max-request-bytes`: its bytes,
 /// and [`ARG_OVERHEAD`] per argument. A command's log entry, or its share of
-/// a forward, is never larger (tested in `kv.rs`).
+/// a forward, is never larger (tested in `crates/store`).
 pub fn request_size(args: &[bytes::Bytes]) -> usize {
     args.iter()
         .map(|a| a.len().saturating_add(ARG_OVERHEAD))

@@ -33,7 +33,7 @@ enum Command {
     Up(raftkv::up::UpArgs),
     /// Deterministic simulation: many seeded runs of the Raft cores with
     /// faults, checking the paper's invariants and linearizability.
-    Sim(raftkv::sim::cli::SimArgs),
+    Sim(raftkv_sim::cli::SimArgs),
     /// Closed-loop load generator (RESP for raftkv and redis, etcd's JSON
     /// gateway for etcd): ops/s and a latency histogram, one JSON line.
     Bench(raftkv::bench::BenchArgs),
@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     // The simulator is single-threaded, needs no runtime, and keeps its own
     // trace: the core's log lines would only drown it.
     let cli = match cli.command {
-        Command::Sim(args) => return raftkv::sim::cli::run(args),
+        Command::Sim(args) => return raftkv_sim::cli::run(args),
         other => Cli { command: other },
     };
     init_logging();

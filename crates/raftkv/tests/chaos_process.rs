@@ -9,7 +9,7 @@
 //! (`process::proxy`). At the end everything is healed, and every key is
 //! read through the leader and then through every other node. The history is
 //! checked key by key with the simulator's linearizability checker
-//! (`raftkv::sim::linearizability`); the final reads are part of it, so an
+//! (`raftkv_sim::linearizability`); the final reads are part of it, so an
 //! acknowledged write that was lost shows up as a final read that no
 //! linearization explains.
 //!
@@ -38,11 +38,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use raftkv::kv::{KvOutput, NOT_AN_INTEGER, OVERFLOW};
 use raftkv::peer::{encode_frame, Frame};
-use raftkv::sim::client::{choose_op, Client};
-use raftkv::sim::linearizability::check_history;
-use raftkv::sim::rng::SimRng;
-use raftkv::sim::trace::fmt_time;
-use raftkv::sim::{describe_lin_violation, HistoryOp, KvOp, Outcome};
+use raftkv_sim::client::{choose_op, Client};
+use raftkv_sim::linearizability::check_history;
+use raftkv_sim::rng::SimRng;
+use raftkv_sim::trace::fmt_time;
+use raftkv_sim::{describe_lin_violation, HistoryOp, KvOp, Outcome};
 
 use process::proxy::{dialer_of, read_frame, Cut, Network};
 use process::{encode_cmd, try_wait_until, wait_until, Cluster, Opts, RawConn, Resp, POLL};

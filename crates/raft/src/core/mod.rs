@@ -155,6 +155,11 @@ struct PendingRead {
 
 /// Switches that break one rule each, so tests can prove the checks catch
 /// the bug. All off by default; the simulator turns them on one at a time.
+///
+/// Public (as `raft::BugSwitches`, with [`RaftCore::set_bug_switches`]) only
+/// with the `bug-switches` cargo feature, which the simulator and this
+/// crate's own tests enable; without it nothing can turn one on, and every
+/// check below reads a `false` that never changes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BugSwitches {
     /// Figure 8: commit entries of earlier terms by counting replicas.
@@ -325,6 +330,7 @@ impl RaftCore {
     }
 
     /// Test-only fault injection; see [`BugSwitches`].
+    #[cfg(feature = "bug-switches")]
     pub fn set_bug_switches(&mut self, bugs: BugSwitches) {
         self.bugs = bugs;
     }

@@ -17,14 +17,14 @@
 //! The commands are encoded (`encode_command`, as the leader does before
 //! proposing) outside the timing.
 //!
-//! Run: `cargo bench -p raftkv --bench kv_apply`.
+//! Run: `cargo bench -p raftkv-store --bench kv_apply`.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use raft::StateMachine;
-use raftkv::kv::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
+use raftkv_store::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
 
 const KEYS: usize = 10_000;
 const VALUE: usize = 100;

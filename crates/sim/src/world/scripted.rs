@@ -30,10 +30,10 @@ impl World {
             .map(|x| self.nodes[x].id)
     }
 
-    pub(crate) fn node_view(&self, x: usize) -> crate::sim::NodeView {
+    pub(crate) fn node_view(&self, x: usize) -> crate::NodeView {
         let n = &self.nodes[x];
         let core = n.core();
-        crate::sim::NodeView {
+        crate::NodeView {
             id: n.id,
             up: core.is_some(),
             leader: core.is_some_and(|c| c.is_leader()),

@@ -1,4 +1,4 @@
-//! The deterministic simulator (`raftkv::sim`): fixed seeds across fault
+//! The deterministic simulator (`raftkv_sim`): fixed seeds across fault
 //! mixes must pass every invariant; a seed must replay exactly; the
 //! linearizability checker must tell a stale read from a good history; and
 //! each bug switch must be caught within a bounded number of seeds; and
@@ -8,10 +8,10 @@
 
 use std::time::Instant;
 
-use raftkv::sim::linearizability::{
+use raftkv_sim::linearizability::{
     check_history, check_register, LinOp, LinResult, RegisterOp, RegisterOutput,
 };
-use raftkv::sim::{
+use raftkv_sim::{
     run, Bug, CrashPoint, FaultMix, Scenario, SimOptions, SimOutcome, SimStats, ViolationKind,
 };
 

@@ -21,7 +21,7 @@ use std::rc::Rc;
 
 use raft::{LogIndex, StateMachine, Term};
 
-use crate::kv::{KvCommand, KvStore};
+use raftkv_store::{KvCommand, KvStore};
 
 const HEADER: usize = 24;
 const TRAILER: usize = 4;
@@ -281,7 +281,7 @@ impl fmt::Display for CrashPoint {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::KvCommand;
+    use raftkv_store::KvCommand;
 
     fn kv(pairs: &[(&str, &str)]) -> KvStore {
         let mut kv = KvStore::new();
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn the_digest_updated_across_applies_equals_the_digest_of_the_state() {
-        use crate::kv::encode_command;
+        use raftkv_store::encode_command;
         let b = |s: &str| s.as_bytes().to_vec();
         let commands = [
             KvCommand::Set {

@@ -7,8 +7,8 @@
 //! partition is checked both at send time and at delivery time (a message in
 //! flight when the cable is cut is lost).
 
-use crate::sim::faults::FaultMix;
-use crate::sim::rng::SimRng;
+use crate::faults::FaultMix;
+use crate::rng::SimRng;
 
 /// Per-run network weather, drawn from the seed for the enabled faults.
 #[derive(Debug, Clone, Copy, PartialEq)]

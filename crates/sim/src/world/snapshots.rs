@@ -26,11 +26,11 @@ use raft::{
 };
 
 use super::{Event, World};
-use crate::kv::KvStore;
-use crate::sim::checker::ViolationKind;
-use crate::sim::disk::SNAPSHOTS_KEPT;
-use crate::sim::faults::Bug;
-use crate::sim::snapshot::{CrashPoint, SimSnapshot};
+use crate::checker::ViolationKind;
+use crate::disk::SNAPSHOTS_KEPT;
+use crate::faults::Bug;
+use crate::snapshot::{CrashPoint, SimSnapshot};
+use raftkv_store::KvStore;
 
 /// Chance that the nemesis crashes a node at a crash point it reaches:
 /// installs are rarer than snapshots, so their points get more.

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 
 use raft::{LogIndex, SnapshotWriter, StateMachine};
 
-use crate::kv::{KvOutput, KvStore};
-use crate::sim::snapshot::{state_digest, DigestUpdate};
+use crate::snapshot::{state_digest, DigestUpdate};
+use raftkv_store::{KvOutput, KvStore};
 
 pub(crate) struct SimKv {
     kv: KvStore,

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::kv::parse_i64;
+use raftkv_store::parse_i64;
 
 /// What a client asked of one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -2,7 +2,7 @@
 //! interleavings of crashes, partitions and message reordering that unit
 //! tests never reach, and replaying any failure from its seed.
 //!
-//! One thread runs N [`raft::RaftCore`]s, each with a [`KvStore`](crate::kv::KvStore)
+//! One thread runs N [`raft::RaftCore`]s, each with a [`KvStore`](raftkv_store::KvStore)
 //! and a simulated disk, on a virtual clock; clients issue GET, SET,
 //! SET IFEQ and INCR; faults are injected; every choice comes from one
 //! seeded RNG. After every step the invariants of Figure 3 of the Raft

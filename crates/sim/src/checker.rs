@@ -111,7 +111,7 @@ impl std::fmt::Display for Violation {
             "{} ({}) violated at t={}: {}",
             self.kind.name(),
             self.kind.source(),
-            crate::sim::trace::fmt_time(self.at_us),
+            crate::trace::fmt_time(self.at_us),
             self.detail
         )
     }

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 
 use raft::{LogIndex, NodeId, Term};
 
-use crate::kv::{KvCommand, KvOutput};
-use crate::sim::linearizability::{LinOp, RegisterOp, RegisterOutput};
-use crate::sim::rng::SimRng;
+use crate::linearizability::{LinOp, RegisterOp, RegisterOutput};
+use crate::rng::SimRng;
+use raftkv_store::{KvCommand, KvOutput};
 
 /// A client command on one key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -153,14 +153,14 @@ impl HistoryOp {
     pub fn describe(&self) -> String {
         let end = match self.outcome {
             Outcome::Pending | Outcome::Unknown(_) => "∞".to_string(),
-            _ => crate::sim::trace::fmt_time(self.complete_us),
+            _ => crate::trace::fmt_time(self.complete_us),
         };
         format!(
             "op {} c{}@n{} [{}, {}] {} → {}",
             self.id,
             self.client,
             self.node,
-            crate::sim::trace::fmt_time(self.invoke_us),
+            crate::trace::fmt_time(self.invoke_us),
             end,
             self.op,
             self.outcome

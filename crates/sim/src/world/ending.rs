@@ -160,11 +160,11 @@ impl World {
             .iter()
             .filter_map(HistoryOp::to_lin_op)
             .collect();
-        let verdict = crate::sim::linearizability::check_history(&ops, self.opts.lin_budget);
+        let verdict = crate::linearizability::check_history(&ops, self.opts.lin_budget);
         self.stats.lin_inconclusive_keys = verdict.inconclusive.len();
         if let Some((key, result)) = verdict.violations.first() {
             let key_s = String::from_utf8_lossy(key).into_owned();
-            let detail = crate::sim::describe_lin_violation(&self.history, key, result);
+            let detail = crate::describe_lin_violation(&self.history, key, result);
             self.fail(
                 ViolationKind::Linearizability,
                 format!("key {key_s}: {detail}"),

@@ -27,7 +27,7 @@
 
 use raft::{HardState, LogEntry, LogIndex, RecoveredState, Term};
 
-use crate::sim::snapshot::SimSnapshot;
+use crate::snapshot::SimSnapshot;
 
 /// Snapshots kept after each new one (`RaftConfig::snapshots_to_keep`'s
 /// default): the newest and the one before.
@@ -389,7 +389,7 @@ mod tests {
     }
 
     fn snap(index: u64, term: u64) -> SimSnapshot {
-        SimSnapshot::take(&crate::kv::KvStore::new(), index, term)
+        SimSnapshot::take(&raftkv_store::KvStore::new(), index, term)
     }
 
     #[test]

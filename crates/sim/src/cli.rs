@@ -12,7 +12,7 @@
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::sim::{run as run_seed, Bug, FaultMix, SimOptions};
+use crate::{run as run_seed, Bug, FaultMix, SimOptions};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimArgs {

@@ -35,15 +35,15 @@ use raft::{
     RaftState, Rpc, Term, TickClock, VoteRight,
 };
 
-use crate::kv::{KvOutput, KvStore};
-use crate::sim::checker::{Invariants, LogView, Violation, ViolationKind};
-use crate::sim::client::{choose_op, Client, HistoryOp, KvOp, Outcome};
-use crate::sim::disk::SimDisk;
-use crate::sim::network::{Fate, Network, Weather};
-use crate::sim::rng::SimRng;
-use crate::sim::snapshot::{state_digest, CrashPoint};
-use crate::sim::trace::{fmt_message, fmt_time, Trace};
-use crate::sim::{SimOptions, SimStats};
+use crate::checker::{Invariants, LogView, Violation, ViolationKind};
+use crate::client::{choose_op, Client, HistoryOp, KvOp, Outcome};
+use crate::disk::SimDisk;
+use crate::network::{Fate, Network, Weather};
+use crate::rng::SimRng;
+use crate::snapshot::{state_digest, CrashPoint};
+use crate::trace::{fmt_message, fmt_time, Trace};
+use crate::{SimOptions, SimStats};
+use raftkv_store::{KvOutput, KvStore};
 
 /// One tick of the core's logical clock, in virtual µs (RaftConfig's default).
 const TICK_US: u64 = 10_000;
@@ -559,7 +559,7 @@ impl World {
     fn catch_up_ticks(&mut self, x: usize) -> bool {
         let now = self.now;
         let max = self.config.max_catch_up_ticks();
-        let bug_skip = self.has_bug(crate::sim::Bug::SkipMissedTicks);
+        let bug_skip = self.has_bug(crate::Bug::SkipMissedTicks);
         let node = &mut self.nodes[x];
         let Some(driver) = node.driver.as_mut() else {
             return false;
@@ -683,7 +683,7 @@ impl World {
     }
 
     /// Whether the run breaks this rule on purpose.
-    fn has_bug(&self, bug: crate::sim::Bug) -> bool {
+    fn has_bug(&self, bug: crate::Bug) -> bool {
         self.opts.bug == Some(bug)
     }
 

@@ -18,10 +18,10 @@ use raft::{
 
 use super::sim_kv::SimKv;
 use super::{durably_covers, fmt_vote, Event, World};
-use crate::kv::{encode_command, encode_query, KvOutput, KvQuery};
-use crate::sim::checker::ViolationKind;
-use crate::sim::client::Outcome;
-use crate::sim::trace::fmt_message;
+use crate::checker::ViolationKind;
+use crate::client::Outcome;
+use crate::trace::fmt_message;
+use raftkv_store::{encode_command, encode_query, KvOutput, KvQuery};
 
 /// The driver of one simulated node: the real one, over the KV store. Its
 /// waiters are operation numbers in the history.
@@ -54,9 +54,9 @@ impl World {
                 if let Some(bug) = self.opts.bug {
                     core.set_bug_switches(bug.switches());
                 }
-                let ignore = self.has_bug(crate::sim::Bug::IgnoreVoteRight);
+                let ignore = self.has_bug(crate::Bug::IgnoreVoteRight);
                 core.set_may_vote(ignore || self.nodes[x].vote_right.may_vote());
-                let skip_restore = self.has_bug(crate::sim::Bug::InstallWithoutRestore);
+                let skip_restore = self.has_bug(crate::Bug::InstallWithoutRestore);
                 let node = &mut self.nodes[x];
                 node.role = (core.state(), core.term());
                 node.voted_for = core.voted_for();
