@@ -6,10 +6,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::kv::{KvCommand, KvOutput, KvQuery};
 
+/// Commands a connection runs as one unit: consecutive commands, all
+/// writes or all reads. The same type is what a follower forwards to the
+/// leader (postcard-encoded in a peer frame), so a batch travels as it was
+/// built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ForwardRequest {
+pub enum Batch {
     Writes(Vec<KvCommand>),
     Reads(Vec<KvQuery>),
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Writes(w) => w.len(),
+            Batch::Reads(r) => r.len(),
+        }
+    }
+
+    /// Appends `other`'s commands if it is of the same kind; hands it back
+    /// otherwise.
+    pub fn append(&mut self, other: Batch) -> Result<(), Batch> {
+        match (self, other) {
+            (Batch::Writes(w), Batch::Writes(more)) => w.extend(more),
+            (Batch::Reads(r), Batch::Reads(more)) => r.extend(more),
+            (_, other) => return Err(other),
+        }
+        Ok(())
+    }
+
+    /// The commands from `at` on (the batch keeps those before).
+    pub fn split_off(&mut self, at: usize) -> Batch {
+        match self {
+            Batch::Writes(w) => Batch::Writes(w.split_off(at.min(w.len()))),
+            Batch::Reads(r) => Batch::Reads(r.split_off(at.min(r.len()))),
+        }
+    }
 }
 
 /// The fate of one forwarded command.

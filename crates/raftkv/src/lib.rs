@@ -3,7 +3,6 @@ pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod forward;
-pub mod http;
 pub mod identity;
 /// The key-value state machine, in its own crate (`crates/store`) so the
 /// simulator runs exactly the store the server ships.

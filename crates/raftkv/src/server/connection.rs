@@ -1,7 +1,7 @@
 //! One client connection: read, parse, classify, batch, answer in order
 //! (guide chapter 9, "One connection: batches, in order").
 
-use super::execute::{execute, Batch, Pending};
+use super::execute::{execute, Pending};
 use super::*;
 
 pub(super) async fn accept_clients(listener: TcpListener, shared: Arc<Shared>) {

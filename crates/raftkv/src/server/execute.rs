@@ -5,41 +5,6 @@
 
 use super::*;
 
-/// Commands a connection runs as one unit.
-#[derive(Debug, Clone)]
-pub(super) enum Batch {
-    Writes(Vec<KvCommand>),
-    Reads(Vec<KvQuery>),
-}
-
-impl Batch {
-    pub(super) fn len(&self) -> usize {
-        match self {
-            Batch::Writes(w) => w.len(),
-            Batch::Reads(r) => r.len(),
-        }
-    }
-
-    /// Appends `other`'s commands if it is of the same kind; hands it back
-    /// otherwise.
-    fn append(&mut self, other: Batch) -> Result<(), Batch> {
-        match (self, other) {
-            (Batch::Writes(w), Batch::Writes(more)) => w.extend(more),
-            (Batch::Reads(r), Batch::Reads(more)) => r.extend(more),
-            (_, other) => return Err(other),
-        }
-        Ok(())
-    }
-
-    /// The commands from `at` on (the batch keeps those before).
-    fn split_off(&mut self, at: usize) -> Batch {
-        match self {
-            Batch::Writes(w) => Batch::Writes(w.split_off(at.min(w.len()))),
-            Batch::Reads(r) => Batch::Reads(r.split_off(at.min(r.len()))),
-        }
-    }
-}
-
 /// The batch a connection is building: consecutive commands of one kind,
 /// with at most `limits::MAX_REQUEST_BYTES` of requests in all, so that the
 /// batch, forwarded, fits one peer frame (a pipeline of large values is run
@@ -224,14 +189,10 @@ async fn forward_to(
     // What to answer when the fate of the request is unknown: writes may
     // have happened; reads have no effect, so they are simply retried.
     let unknown = || (!reads).then(|| vec![Outcome::Unknown; len]);
-    let request = match batch {
-        Batch::Writes(w) => ForwardRequest::Writes(w),
-        Batch::Reads(r) => ForwardRequest::Reads(r),
-    };
     let timeout = deadline.saturating_duration_since(Instant::now());
     match shared
         .transport
-        .forward(leader, forward::encode(&request), timeout)
+        .forward(leader, forward::encode(&batch), timeout)
         .await
     {
         Ok(bytes) => match forward::decode::<ForwardReply>(&bytes) {
@@ -400,17 +361,13 @@ pub(super) async fn serve_forwards(
     while let Some(fwd) = forwards.recv().await {
         let shared = shared.clone();
         tokio::spawn(async move {
-            let reply = match forward::decode::<ForwardRequest>(&fwd.payload) {
+            let reply = match forward::decode::<Batch>(&fwd.payload) {
                 None => {
                     tracing::warn!(from = fwd.from, "undecodable forwarded request");
                     return;
                 }
-                Some(request) => {
+                Some(batch) => {
                     let (state, _) = shared.handle.role();
-                    let batch = match request {
-                        ForwardRequest::Writes(w) => Batch::Writes(w),
-                        ForwardRequest::Reads(r) => Batch::Reads(r),
-                    };
                     let deadline = Instant::now() + shared.request_timeout;
                     let outcomes = if state == RaftState::Leader {
                         run_locally(&shared, &batch, deadline).await
@@ -462,6 +419,7 @@ fn fit_read_outcomes(outcomes: Vec<Outcome>, budget: usize) -> Vec<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::{KvCommand, KvQuery};
 
     fn job(leader: u64, batch: Batch, deadline: Instant) -> ForwardJob {
         let (reply, _) = oneshot::channel();

@@ -28,9 +28,9 @@ use tokio::time::Instant;
 
 use crate::commands::{classify_sized, Action, DataLimits, LocalCommand};
 use crate::config::{ClusterMeta, ServerConfig};
-use crate::forward::{self, ForwardReply, ForwardRequest, Outcome};
+use crate::forward::{self, Batch, ForwardReply, Outcome};
 use crate::identity::NodeIdentity;
-use crate::kv::{encode_command, encode_query, KvCommand, KvOutput, KvQuery, KvStore};
+use crate::kv::{encode_command, encode_query, KvOutput, KvStore};
 use crate::limits::{self, request_size};
 use crate::metrics::Metrics;
 use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};
@@ -38,6 +38,7 @@ use crate::resp::{self, encode, CommandParser, Protocol, Reply};
 
 mod connection;
 mod execute;
+mod http;
 
 use self::connection::accept_clients;
 use self::execute::{coalesce_forwards, serve_forwards, ForwardJob};
@@ -218,7 +219,7 @@ pub async fn run(
     let forward_task = tokio::spawn(serve_forwards(shared.clone(), fwd_rx));
     let coalesce_task = tokio::spawn(coalesce_forwards(Arc::downgrade(&shared), forward_jobs_rx));
     let accept_task = tokio::spawn(accept_clients(client_listener, shared.clone()));
-    let http_task = http_listener.map(|l| tokio::spawn(crate::http::serve(l, shared.clone())));
+    let http_task = http_listener.map(|l| tokio::spawn(http::serve(l, shared.clone())));
 
     let mut raft_task = raft_task;
     let result = tokio::select! {

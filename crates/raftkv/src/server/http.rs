@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::server::{role_name, Shared};
+use super::{role_name, Shared};
 
 #[derive(Serialize)]
 struct PeerJson {

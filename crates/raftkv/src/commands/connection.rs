@@ -1,0 +1,71 @@
+//! Commands about the connection itself: PING, ECHO, HELLO, QUIT, SELECT,
+//! CLIENT. Answered by this node; nothing is replicated.
+
+use bytes::Bytes;
+
+use crate::kv::parse_i64;
+use crate::resp::Reply;
+
+use super::{arity, syntax_error, upper, Action, DataLimits, LocalCommand};
+
+/// Classifies `args` if its command (`name`, upper-cased) is one of this
+/// family's (`Ok(None)` if not); `Err` holds the reply to a malformed one.
+pub(super) fn classify(
+    name: &str,
+    args: &[Bytes],
+    _limits: &DataLimits,
+) -> Result<Option<Action>, Action> {
+    let argc = args.len();
+    let action = match name {
+        "PING" => {
+            arity(name, argc <= 2)?;
+            Action::Local(LocalCommand::Ping(args.get(1).cloned()))
+        }
+        "ECHO" => {
+            arity(name, argc == 2)?;
+            Action::Local(LocalCommand::Echo(args[1].clone()))
+        }
+        "HELLO" => {
+            let proto = match args.get(1) {
+                None => None,
+                Some(v) => match parse_i64(v) {
+                    Some(2) => Some(2),
+                    Some(3) => Some(3),
+                    Some(_) => {
+                        return Err(Action::Reply(Reply::Error(
+                            "NOPROTO unsupported protocol version".into(),
+                        )))
+                    }
+                    None => {
+                        return Err(Action::Reply(Reply::error(
+                            "ERR Protocol version is not an integer or out of range",
+                        )))
+                    }
+                },
+            };
+            // AUTH and SETNAME options are accepted and ignored (no ACLs here).
+            Action::Local(LocalCommand::Hello(proto))
+        }
+        "QUIT" => Action::Local(LocalCommand::Quit),
+        "SELECT" => {
+            arity(name, argc == 2)?;
+            if parse_i64(&args[1]) == Some(0) {
+                Action::Local(LocalCommand::Ok)
+            } else {
+                return Err(Action::Reply(Reply::error("ERR DB index is out of range")));
+            }
+        }
+        "CLIENT" => {
+            arity(name, argc >= 2)?;
+            match upper(&args[1]).as_str() {
+                // Connection metadata that clients send on their own.
+                "SETINFO" | "SETNAME" => Action::Local(LocalCommand::Ok),
+                "GETNAME" => Action::Reply(Reply::Nil),
+                "ID" => Action::Reply(Reply::Integer(1)),
+                _ => return Err(syntax_error()),
+            }
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(action))
+}
