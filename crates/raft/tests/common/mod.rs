@@ -4,6 +4,13 @@
 //! dropping those that cross a partition. Each node's "disk" is a
 //! `MemoryStorage` that receives exactly what the core's `Ready` says to
 //! persist, so `crash` + `restart` rebuilds a core from what was durable.
+//!
+//! This is a bench for the bare core, not a driver: the per-section tests
+//! check the core's own contract (what goes into `messages` and what into
+//! `persisted_messages`, a crash between `ready` and `advance`), which a
+//! driver would hide. Applying, answering clients and the disk's order are
+//! `raft::Driver`'s job, tested through it in `transcripts.rs`, the node
+//! and server tests, and the simulator.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
