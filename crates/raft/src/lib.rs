@@ -56,7 +56,7 @@ pub use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
 pub use crate::state_machine::{SnapshotWriter, StateMachine};
 pub use crate::storage::{MemoryStorage, RecoveredState, Storage, StorageError};
 pub use crate::storage_file::{FileStorage, FileStorageOptions};
-pub use crate::transport::{IncomingRpc, Transport, TransportError};
+pub use crate::transport::{IncomingRpc, Transport, TransportError, TransportExt};
 pub use crate::transport_memory::{create_cluster, InMemoryNetwork, InMemoryTransport};
 pub use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, Term};
 

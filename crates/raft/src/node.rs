@@ -382,23 +382,18 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
         let me = m.from;
         let to = m.to;
         tokio::spawn(async move {
-            let result = match m.rpc {
-                Rpc::RequestVote(args) => transport
-                    .request_vote(to, args)
-                    .await
-                    .map(Rpc::RequestVoteReply),
-                Rpc::AppendEntries(args) => transport
-                    .append_entries(to, args)
-                    .await
-                    .map(Rpc::AppendEntriesReply),
-                _ => return,
-            };
-            let event = match result {
-                Ok(rpc) => PeerEvent::Reply(Message {
+            let event = match transport.send(to, m.rpc).await {
+                // Only a reply may be stepped as one: a request here would
+                // take the place of a real request's reply (`awaiting_reply`).
+                Ok(rpc) if !rpc.is_request() => PeerEvent::Reply(Message {
                     from: to,
                     to: me,
                     rpc,
                 }),
+                Ok(rpc) => {
+                    tracing::warn!(to, "node {to} answered a request with {}", rpc.kind());
+                    PeerEvent::Unreachable(to)
+                }
                 Err(e) => {
                     tracing::trace!(to, error = %e, "rpc failed");
                     PeerEvent::Unreachable(to)

@@ -14,10 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::message::{
-    AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply,
-    RequestVoteArgs, RequestVoteReply, Rpc,
-};
+use crate::message::Rpc;
 use crate::transport::{IncomingRpc, Transport, TransportError};
 use crate::types::NodeId;
 
@@ -201,41 +198,8 @@ pub struct InMemoryTransport {
 }
 
 impl Transport for InMemoryTransport {
-    async fn request_vote(
-        &self,
-        to: NodeId,
-        args: RequestVoteArgs,
-    ) -> Result<RequestVoteReply, TransportError> {
-        match self.net.call(self.me, to, Rpc::RequestVote(args)).await? {
-            Rpc::RequestVoteReply(r) => Ok(r),
-            _ => Err(TransportError::ConnectionFailed(to)),
-        }
-    }
-
-    async fn append_entries(
-        &self,
-        to: NodeId,
-        args: AppendEntriesArgs,
-    ) -> Result<AppendEntriesReply, TransportError> {
-        match self.net.call(self.me, to, Rpc::AppendEntries(args)).await? {
-            Rpc::AppendEntriesReply(r) => Ok(r),
-            _ => Err(TransportError::ConnectionFailed(to)),
-        }
-    }
-
-    async fn install_snapshot(
-        &self,
-        to: NodeId,
-        args: InstallSnapshotArgs,
-    ) -> Result<InstallSnapshotReply, TransportError> {
-        match self
-            .net
-            .call(self.me, to, Rpc::InstallSnapshot(args))
-            .await?
-        {
-            Rpc::InstallSnapshotReply(r) => Ok(r),
-            _ => Err(TransportError::ConnectionFailed(to)),
-        }
+    async fn send(&self, to: NodeId, request: Rpc) -> Result<Rpc, TransportError> {
+        self.net.call(self.me, to, request).await
     }
 }
 

@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raft::{
-    AppendEntriesArgs, AppendEntriesReply, InMemoryNetwork, InMemoryTransport, IncomingRpc,
-    ListOutput, ListStateMachine, MemoryStorage, NodeId, RaftConfig, RaftHandle, RaftServer,
-    RaftState, RequestVoteArgs, RequestVoteReply, ServerError, ServerParts, Status, Transport,
-    TransportError,
+    InMemoryNetwork, InMemoryTransport, IncomingRpc, ListOutput, ListStateMachine, MemoryStorage,
+    NodeId, RaftConfig, RaftHandle, RaftServer, RaftState, Rpc, ServerError, ServerParts, Status,
+    Transport, TransportError,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -189,26 +188,16 @@ struct CountingTransport {
 }
 
 impl Transport for CountingTransport {
-    async fn request_vote(
-        &self,
-        to: NodeId,
-        args: RequestVoteArgs,
-    ) -> Result<RequestVoteReply, TransportError> {
-        self.inner.request_vote(to, args).await
-    }
-
-    async fn append_entries(
-        &self,
-        to: NodeId,
-        args: AppendEntriesArgs,
-    ) -> Result<AppendEntriesReply, TransportError> {
-        *self
-            .appends
-            .lock()
-            .expect("counter lock")
-            .entry((self.me, to))
-            .or_default() += 1;
-        self.inner.append_entries(to, args).await
+    async fn send(&self, to: NodeId, request: Rpc) -> Result<Rpc, TransportError> {
+        if let Rpc::AppendEntries(_) = request {
+            *self
+                .appends
+                .lock()
+                .expect("counter lock")
+                .entry((self.me, to))
+                .or_default() += 1;
+        }
+        self.inner.send(to, request).await
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use raft::{
     AppendEntriesArgs, AppendEntriesReply, InMemoryNetwork, IncomingRpc, LogEntry, NodeId,
-    RequestVoteArgs, RequestVoteReply, Rpc, Transport, TransportError,
+    RequestVoteArgs, RequestVoteReply, Rpc, Transport, TransportError, TransportExt,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -421,4 +421,25 @@ async fn an_unanswered_request_fails_after_the_timeout_not_later() {
         TIMEOUT,
         "the caller waited longer than the configured timeout"
     );
+}
+
+/// A misbehaving transport: it hands every request back as its "reply".
+struct Echo;
+
+impl Transport for Echo {
+    async fn send(&self, _to: NodeId, request: Rpc) -> Result<Rpc, TransportError> {
+        Ok(request)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reply_of_the_wrong_kind_is_a_failed_call() {
+    assert_eq!(
+        Echo.request_vote(2, vote_args(1)).await,
+        Err(TransportError::ConnectionFailed(2))
+    );
+    assert!(matches!(
+        Echo.send(2, Rpc::RequestVote(vote_args(1))).await,
+        Ok(Rpc::RequestVote(_))
+    ));
 }

@@ -79,10 +79,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
-use raft::{
-    AppendEntriesArgs, AppendEntriesReply, IncomingRpc, InstallSnapshotArgs, InstallSnapshotReply,
-    NodeId, PeerVerdict, RequestVoteArgs, RequestVoteReply, Rpc, Transport, TransportError,
-};
+use raft::{IncomingRpc, NodeId, PeerVerdict, Rpc, Transport, TransportError};
 use serde::{Deserialize, Serialize};
 
 use crate::identity::NodeIdentity;
@@ -561,58 +558,8 @@ impl TcpTransport {
 }
 
 impl Transport for TcpTransport {
-    async fn request_vote(
-        &self,
-        to: NodeId,
-        args: RequestVoteArgs,
-    ) -> Result<RequestVoteReply, TransportError> {
-        match self.call_raft(to, Rpc::RequestVote(args)).await? {
-            Rpc::RequestVoteReply(reply) => Ok(reply),
-            other => {
-                tracing::warn!(
-                    peer = to,
-                    "node {to} answered RequestVote with {}",
-                    other.kind()
-                );
-                Err(TransportError::ConnectionFailed(to))
-            }
-        }
-    }
-
-    async fn append_entries(
-        &self,
-        to: NodeId,
-        args: AppendEntriesArgs,
-    ) -> Result<AppendEntriesReply, TransportError> {
-        match self.call_raft(to, Rpc::AppendEntries(args)).await? {
-            Rpc::AppendEntriesReply(reply) => Ok(reply),
-            other => {
-                tracing::warn!(
-                    peer = to,
-                    "node {to} answered AppendEntries with {}",
-                    other.kind()
-                );
-                Err(TransportError::ConnectionFailed(to))
-            }
-        }
-    }
-
-    async fn install_snapshot(
-        &self,
-        to: NodeId,
-        args: InstallSnapshotArgs,
-    ) -> Result<InstallSnapshotReply, TransportError> {
-        match self.call_raft(to, Rpc::InstallSnapshot(args)).await? {
-            Rpc::InstallSnapshotReply(reply) => Ok(reply),
-            other => {
-                tracing::warn!(
-                    peer = to,
-                    "node {to} answered InstallSnapshot with {}",
-                    other.kind()
-                );
-                Err(TransportError::ConnectionFailed(to))
-            }
-        }
+    async fn send(&self, to: NodeId, request: Rpc) -> Result<Rpc, TransportError> {
+        self.call_raft(to, request).await
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use raft::{
     AppendEntriesArgs, AppendEntriesReply, IncomingRpc, NodeId, PeerVerdict, RequestVoteArgs,
-    RequestVoteReply, Rpc, Transport, TransportError,
+    RequestVoteReply, Rpc, TransportError, TransportExt,
 };
 use raftkv::identity::NodeIdentity;
 use raftkv::peer::{

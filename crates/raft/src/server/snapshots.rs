@@ -19,7 +19,7 @@ use crate::node::PeerEvent;
 use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::storage::{RecoveredState, Storage, StorageError};
-use crate::transport::{IncomingRpc, Transport};
+use crate::transport::{IncomingRpc, Transport, TransportExt};
 use crate::types::{LogIndex, NodeId, Term};
 
 pub(super) type SnapshotReply = oneshot::Sender<Result<LogIndex, String>>;
