@@ -17,8 +17,13 @@
 //! boundaries of the measured window are drain times, so an operation counts
 //! if and only if it completed inside the window.
 
+mod cpu;
 mod etcd_client;
 mod resp_client;
+mod stats;
+
+use cpu::*;
+use stats::*;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -152,106 +157,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("bad duration {text:?}"));
     }
     Ok(Duration::from_secs_f64(value * scale))
-}
-
-// ---------------------------------------------------------------------------
-// Statistics.
-// ---------------------------------------------------------------------------
-
-/// Latencies (µs) and counts since the last drain.
-struct Window {
-    hist: Histogram<u64>,
-    ops: u64,
-    errors: u64,
-    misses: u64,
-}
-
-impl Window {
-    fn new() -> Window {
-        Window {
-            // 1 µs .. 10 min, 3 significant digits.
-            hist: Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"),
-            ops: 0,
-            errors: 0,
-            misses: 0,
-        }
-    }
-
-    /// Moves everything in `other` into `self`.
-    fn absorb(&mut self, other: &mut Window) {
-        // Same bounds on both sides: adding cannot fail.
-        let _ = self.hist.add(&other.hist);
-        other.hist.reset();
-        self.ops += std::mem::take(&mut other.ops);
-        self.errors += std::mem::take(&mut other.errors);
-        self.misses += std::mem::take(&mut other.misses);
-    }
-
-    fn clear(&mut self) {
-        self.hist.reset();
-        self.ops = 0;
-        self.errors = 0;
-        self.misses = 0;
-    }
-
-    fn quantile_ms(&self, q: f64) -> f64 {
-        if self.hist.is_empty() {
-            0.0
-        } else {
-            self.hist.value_at_quantile(q) as f64 / 1000.0
-        }
-    }
-
-    fn max_ms(&self) -> f64 {
-        if self.hist.is_empty() {
-            0.0
-        } else {
-            self.hist.max() as f64 / 1000.0
-        }
-    }
-}
-
-/// What the clients and the reporter share.
-struct Shared {
-    windows: Vec<Mutex<Window>>,
-    /// Distinct error texts and how often each was seen (at most 20 kept).
-    error_texts: Mutex<BTreeMap<String, u64>>,
-    stop: AtomicBool,
-    finished: AtomicUsize,
-    all_finished: Notify,
-}
-
-impl Shared {
-    fn record(&self, client: usize, micros: u64, miss: bool) {
-        let mut w = lock(&self.windows[client]);
-        w.hist.saturating_record(micros.max(1));
-        w.ops += 1;
-        if miss {
-            w.misses += 1;
-        }
-    }
-
-    fn error(&self, client: usize, text: &str) {
-        lock(&self.windows[client]).errors += 1;
-        let mut texts = lock(&self.error_texts);
-        let text: String = text.chars().take(120).collect();
-        if let Some(n) = texts.get_mut(&text) {
-            *n += 1;
-        } else if texts.len() < 20 {
-            texts.insert(text, 1);
-        }
-    }
-
-    /// Moves every client's window into `into`.
-    fn drain(&self, into: &mut Window) {
-        for w in &self.windows {
-            into.absorb(&mut lock(w));
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 // ---------------------------------------------------------------------------
@@ -499,72 +404,6 @@ async fn client(
     }
     if shared.finished.fetch_add(1, Ordering::AcqRel) + 1 == cfg.clients {
         shared.all_finished.notify_one();
-    }
-}
-
-// ---------------------------------------------------------------------------
-// CPU time.
-// ---------------------------------------------------------------------------
-
-/// utime + stime of a process in clock ticks, from /proc/PID/stat.
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // Fields after the name start at field 3; utime is 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
-fn clock_ticks_per_sec() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|t| *t > 0.0)
-        .unwrap_or(100.0)
-}
-
-/// Busy (non-idle, non-iowait) clock ticks of the whole machine, from the
-/// first line of /proc/stat.
-fn machine_busy_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal [guest guest_nice]:
-    // guest time is already counted in user.
-    let get = |i: usize| v.get(i).copied().unwrap_or(0);
-    Some(get(0) + get(1) + get(2) + get(5) + get(6) + get(7))
-}
-
-/// CPU ticks of the servers (None if any is gone), of this process and of the
-/// whole machine.
-#[derive(Clone, Copy)]
-struct CpuSample {
-    servers: Option<u64>,
-    own: Option<u64>,
-    machine: Option<u64>,
-}
-
-fn cpu_sample(pids: &[u32]) -> CpuSample {
-    let servers = if pids.is_empty() {
-        None
-    } else {
-        pids.iter()
-            .map(|p| cpu_ticks(&p.to_string()))
-            .sum::<Option<u64>>()
-    };
-    CpuSample {
-        servers,
-        own: cpu_ticks("self"),
-        machine: machine_busy_ticks(),
     }
 }
 
