@@ -1,4 +1,5 @@
-//! A background thread that makes the log durable while the node goes on.
+//! The log writer: a background thread that makes the log durable while
+//! the node goes on (or, in tests, the same interface writing inline).
 //!
 //! `RaftNode` hands each Ready's hard state and entries to this thread and
 //! keeps working: it sends the leader's AppendEntries, takes new proposals,
@@ -38,8 +39,22 @@ pub struct WriteDone {
     pub elapsed: Duration,
 }
 
-pub(crate) struct LogWriter {
-    jobs: std_mpsc::Sender<Job>,
+/// Where the node's disk ops go: one interface, two ways to run it. The
+/// node submits ops and learns of their durability from [`WriteDone`]s on
+/// a channel, whichever way they run, so tests take the very path that
+/// ships.
+pub(crate) enum LogWriter {
+    /// On a thread of its own, merging the ops that queue up during an
+    /// fsync (production: `raftkv server`).
+    Background { jobs: std_mpsc::Sender<Job> },
+    /// At submission, on the caller's thread (tests: virtual time and a
+    /// `MemoryStorage` or a spy, with every write done by the time
+    /// `submit` returns). Completions still arrive on the channel.
+    Inline {
+        storage: Box<dyn Storage>,
+        done: mpsc::UnboundedSender<WriteDone>,
+        failed: Option<String>,
+    },
 }
 
 impl LogWriter {
@@ -52,13 +67,35 @@ impl LogWriter {
         std::thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || run(storage.as_mut(), rx, done))?;
-        Ok(LogWriter { jobs: tx })
+        Ok(LogWriter::Background { jobs: tx })
     }
 
-    /// Queues a job; false if the thread is gone (it stopped after a
-    /// storage failure, which was reported).
-    pub(crate) fn submit(&self, job: Job) -> bool {
-        self.jobs.send(job).is_ok()
+    /// Writes on the caller's thread. Completions arrive on `done`.
+    pub(crate) fn inline(
+        storage: Box<dyn Storage>,
+        done: mpsc::UnboundedSender<WriteDone>,
+    ) -> LogWriter {
+        LogWriter::Inline {
+            storage,
+            done,
+            failed: None,
+        }
+    }
+
+    /// Queues a job; false if the writer is gone (it stopped after a
+    /// storage failure, which was reported, or nobody listens any more).
+    pub(crate) fn submit(&mut self, job: Job) -> bool {
+        match self {
+            LogWriter::Background { jobs } => jobs.send(job).is_ok(),
+            LogWriter::Inline {
+                storage,
+                done,
+                failed,
+            } => {
+                let report = write(storage.as_mut(), failed, job, None);
+                done.send(report).is_ok()
+            }
+        }
     }
 }
 
@@ -78,36 +115,48 @@ fn run(
                 Err(_) => return,
             },
         };
-        let started = Instant::now();
-        let (seq, entries, result) = match job {
-            Job::Persist {
-                seq,
-                hard_state,
-                entries,
-            } => {
-                // Group commit: fold in every persist already waiting.
-                let (seq, hard_state, entries) = merge(seq, hard_state, entries, &jobs, &mut next);
-                let n = entries.len();
-                let r = guard(&failed, || storage.persist(hard_state.as_ref(), &entries));
-                (seq, n, r)
-            }
-            Job::Compact { seq, index } => (seq, 0, guard(&failed, || storage.compact(index))),
-            Job::Reset { seq, index, term } => {
-                (seq, 0, guard(&failed, || storage.reset(index, term)))
-            }
-        };
-        if let Err(e) = &result {
-            failed.get_or_insert_with(|| e.to_string());
-        }
-        let report = WriteDone {
-            seq,
-            result,
-            entries,
-            elapsed: started.elapsed(),
-        };
+        let report = write(storage, &mut failed, job, Some((&jobs, &mut next)));
         if done.send(report).is_err() {
             return;
         }
+    }
+}
+
+/// Carries out one job (with `queued`, merged with the persists waiting
+/// behind it: group commit) and reports it.
+fn write(
+    storage: &mut dyn Storage,
+    failed: &mut Option<String>,
+    job: Job,
+    queued: Option<(&std_mpsc::Receiver<Job>, &mut Option<Job>)>,
+) -> WriteDone {
+    let started = Instant::now();
+    let (seq, entries, result) = match job {
+        Job::Persist {
+            seq,
+            hard_state,
+            entries,
+        } => {
+            // Group commit: fold in every persist already waiting.
+            let (seq, hard_state, entries) = match queued {
+                Some((jobs, next)) => merge(seq, hard_state, entries, jobs, next),
+                None => (seq, hard_state, entries),
+            };
+            let n = entries.len();
+            let r = guard(failed, || storage.persist(hard_state.as_ref(), &entries));
+            (seq, n, r)
+        }
+        Job::Compact { seq, index } => (seq, 0, guard(failed, || storage.compact(index))),
+        Job::Reset { seq, index, term } => (seq, 0, guard(failed, || storage.reset(index, term))),
+    };
+    if let Err(e) = &result {
+        failed.get_or_insert_with(|| e.to_string());
+    }
+    WriteDone {
+        seq,
+        result,
+        entries,
+        elapsed: started.elapsed(),
     }
 }
 

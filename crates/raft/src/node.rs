@@ -1,8 +1,9 @@
 //! `RaftNode`: the [`Driver`] on tokio, with a real disk and a real network.
 //!
 //! The driver decides what to write, send, apply and answer; the node
-//! carries its [`Effect`]s out: writes go to a [`Storage`] (inline, or on the
-//! background writer of [`crate::log_writer`]), requests go out through the
+//! carries its [`Effect`]s out: writes go to a [`Storage`] through the log
+//! writer of [`crate::log_writer`] (on a background thread, or inline in
+//! tests; durability comes back as a [`WriteDone`] either way), requests go out through the
 //! [`Transport`] (each RPC on its own task, so one slow or dead peer never
 //! delays the others), replies go back on the channel their request came
 //! with, answers go to the clients' channels. This mirrors etcd's `Node`
@@ -48,17 +49,27 @@ pub struct Output {
     pub snapshots_to_send: Vec<NodeId>,
 }
 
-/// Where the node's disk ops go.
-enum Disk {
-    /// Written inline: durable when the call returns.
-    Inline(Box<dyn Storage>),
-    /// Written by a background thread, which reports completions.
-    Background(LogWriter),
+/// The channels a node's outside world reads: what came back from peers,
+/// and which disk writes are durable. The owner passes each item back in,
+/// through [`RaftNode::handle_peer_event`] and [`RaftNode::write_done`].
+pub struct NodeInbox {
+    pub peer_events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub write_done: mpsc::UnboundedReceiver<WriteDone>,
+}
+
+/// How the node's disk writes run; either way, the node submits them and
+/// learns of their durability from [`WriteDone`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskMode {
+    /// On a background thread, with group commit (production).
+    Background,
+    /// At submission, on the node's own thread (tests on virtual time).
+    Inline,
 }
 
 pub struct RaftNode<T: Transport, M: StateMachine> {
     driver: Driver<M, Reply<M::Output>>,
-    disk: Disk,
+    disk: LogWriter,
     transport: Arc<T>,
     peer_events: mpsc::UnboundedSender<PeerEvent>,
     /// Incoming requests waiting for their reply, per peer, oldest first.
@@ -74,27 +85,38 @@ pub struct RaftNode<T: Transport, M: StateMachine> {
 
 impl<T: Transport, M: StateMachine> RaftNode<T, M> {
     /// Wraps `core` and its `state_machine` (which has applied everything up
-    /// to `core.applied_index()`); replies from peers arrive on the returned
-    /// receiver and go back in through [`RaftNode::handle_peer_event`].
+    /// to `core.applied_index()`), writing to `storage` as `disk` says.
+    /// Replies from peers and write completions arrive on the returned
+    /// [`NodeInbox`].
     pub fn new(
         core: RaftCore,
         state_machine: M,
         storage: Box<dyn Storage>,
         transport: T,
-    ) -> (Self, mpsc::UnboundedReceiver<PeerEvent>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            RaftNode {
-                driver: Driver::new(core, state_machine),
-                disk: Disk::Inline(storage),
-                transport: Arc::new(transport),
-                peer_events: tx,
-                awaiting_reply: HashMap::new(),
-                observer: Arc::new(NoopObserver),
-                effects: Vec::new(),
+        disk: DiskMode,
+    ) -> std::io::Result<(Self, NodeInbox)> {
+        let (peer_tx, peer_events) = mpsc::unbounded_channel();
+        let (done_tx, write_done) = mpsc::unbounded_channel();
+        let disk = match disk {
+            DiskMode::Background => LogWriter::start(storage, done_tx)?,
+            DiskMode::Inline => LogWriter::inline(storage, done_tx),
+        };
+        let node = RaftNode {
+            driver: Driver::new(core, state_machine),
+            disk,
+            transport: Arc::new(transport),
+            peer_events: peer_tx,
+            awaiting_reply: HashMap::new(),
+            observer: Arc::new(NoopObserver),
+            effects: Vec::new(),
+        };
+        Ok((
+            node,
+            NodeInbox {
+                peer_events,
+                write_done,
             },
-            rx,
-        )
+        ))
     }
 
     /// Reports what the node does to `observer` (metrics).
@@ -203,28 +225,8 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
         self.peer_events.clone()
     }
 
-    /// Moves storage onto a background writer thread: from now on disk ops
-    /// return at once, and each completion arriving on the returned
-    /// receiver must be passed to [`RaftNode::write_done`]. Meanwhile the
-    /// node keeps sending, taking proposals and stepping replies; whatever
-    /// waits for durability (the leader counting itself, replies to votes
-    /// and appends) waits.
-    pub fn start_background_writer(
-        &mut self,
-    ) -> std::io::Result<mpsc::UnboundedReceiver<WriteDone>> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let placeholder = Disk::Inline(Box::new(crate::storage::MemoryStorage::new()));
-        match std::mem::replace(&mut self.disk, placeholder) {
-            Disk::Inline(storage) => {
-                self.disk = Disk::Background(LogWriter::start(storage, tx)?);
-            }
-            background => self.disk = background,
-        }
-        Ok(rx)
-    }
-
-    /// A background write completed: count what is now durable. An error
-    /// means storage failed: stop.
+    /// A disk write completed: count what is now durable. An error means
+    /// storage failed: stop.
     pub fn write_done(&mut self, done: WriteDone) -> Result<(), StorageError> {
         done.result?;
         self.observer.persisted(done.entries, done.elapsed);
@@ -325,39 +327,10 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
     }
 
     fn write(&mut self, op: DiskOp) -> Result<(), StorageError> {
-        match &mut self.disk {
-            Disk::Inline(storage) => {
-                let seq = op.seq();
-                let started = std::time::Instant::now();
-                let entries = match op {
-                    DiskOp::Persist {
-                        hard_state,
-                        entries,
-                        ..
-                    } => {
-                        storage.persist(hard_state.as_ref(), &entries)?;
-                        entries.len()
-                    }
-                    DiskOp::Compact { index, .. } => {
-                        storage.compact(index)?;
-                        0
-                    }
-                    DiskOp::Reset { index, term, .. } => {
-                        storage.reset(index, term)?;
-                        0
-                    }
-                };
-                self.observer.persisted(entries, started.elapsed());
-                self.driver.durable(seq);
-                Ok(())
-            }
-            Disk::Background(writer) => {
-                if writer.submit(op) {
-                    Ok(())
-                } else {
-                    Err(writer_gone())
-                }
-            }
+        if self.disk.submit(op) {
+            Ok(())
+        } else {
+            Err(writer_gone())
         }
     }
 

@@ -1,12 +1,12 @@
-//! The background log writer (`RaftNode::start_background_writer`): the
+//! The background log writer (`DiskMode::Background`): the
 //! node hands writes to a thread and goes on; replies that depend on a write
 //! leave only when the test passes its completion back with `write_done`.
 
 use std::time::Duration;
 
 use raft::{
-    AppendEntriesArgs, FileStorage, InMemoryNetwork, IncomingRpc, ListStateMachine, LogEntry,
-    RaftConfig, RaftCore, RaftNode, RecoveredState, Rpc, Storage,
+    AppendEntriesArgs, DiskMode, FileStorage, InMemoryNetwork, IncomingRpc, ListStateMachine,
+    LogEntry, RaftConfig, RaftCore, RaftNode, RecoveredState, Rpc, Storage,
 };
 use tokio::sync::oneshot;
 
@@ -39,13 +39,15 @@ async fn a_reply_waits_for_its_background_write_and_the_data_is_on_disk() {
     .expect("core");
     let net = InMemoryNetwork::new(1, Duration::from_millis(100));
     let (transport, _incoming) = net.register(1);
-    let (mut node, _peer_events) = RaftNode::new(
+    let (mut node, inbox) = RaftNode::new(
         core,
         ListStateMachine::default(),
         Box::new(storage),
         transport,
-    );
-    let mut done = node.start_background_writer().expect("writer thread");
+        DiskMode::Background,
+    )
+    .expect("writer thread");
+    let mut done = inbox.write_done;
 
     let mut replies = Vec::new();
     for (prev, entries) in [(0, vec![(1, 1), (2, 1)]), (2, vec![(3, 1)])] {

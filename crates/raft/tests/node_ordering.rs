@@ -1,3 +1,6 @@
+//! (Every node writes through the log writer; here it writes inline, so
+//! each write is done, and its completion queued, when it is submitted.)
+//!
 //! The driver's IO order (Figure 2: "Respond to RPCs only after updating
 //! stable storage"), checked on a real `RaftNode`.
 //!
@@ -19,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raft::{
-    AppendEntriesArgs, AppendEntriesReply, HardState, InMemoryNetwork, InMemoryTransport,
+    AppendEntriesArgs, AppendEntriesReply, DiskMode, HardState, InMemoryNetwork, InMemoryTransport,
     IncomingRpc, ListStateMachine, LogEntry, LogIndex, MemoryStorage, NodeId, PeerEvent,
     RaftConfig, RaftCore, RaftNode, RecoveredState, RequestVoteArgs, RequestVoteReply, Rpc,
-    Storage, StorageError,
+    Storage, StorageError, WriteDone,
 };
 use tokio::sync::mpsc;
 use tokio::sync::oneshot::{self, error::TryRecvError};
@@ -115,6 +118,7 @@ impl Storage for SpyStorage {
 struct Harness {
     node: RaftNode<InMemoryTransport, ListStateMachine>,
     probe: SharedProbe,
+    write_done: mpsc::UnboundedReceiver<WriteDone>,
     _peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     _net: InMemoryNetwork,
 }
@@ -135,21 +139,35 @@ fn harness(hard_state: HardState, failing_disk: bool) -> Harness {
     // The transport only carries outgoing requests; a follower sends none here.
     let net = InMemoryNetwork::new(7, Duration::from_millis(100));
     let (transport, _inbox) = net.register(ME);
-    let (node, peer_events) = RaftNode::new(
+    let (node, inbox) = RaftNode::new(
         core,
         ListStateMachine::default(),
         Box::new(storage),
         transport,
-    );
+        DiskMode::Inline,
+    )
+    .expect("an inline writer starts no thread");
     Harness {
         node,
         probe,
-        _peer_events: peer_events,
+        write_done: inbox.write_done,
+        _peer_events: inbox.peer_events,
         _net: net,
     }
 }
 
 impl Harness {
+    /// What the server loop does: run the node, then hand each write
+    /// completion back to it and run it again, until nothing is left.
+    fn run(&mut self) -> Result<(), StorageError> {
+        self.node.process_ready()?;
+        while let Ok(done) = self.write_done.try_recv() {
+            self.node.write_done(done)?;
+            self.node.process_ready()?;
+        }
+        Ok(())
+    }
+
     /// Delivers `rpc` from node 2 as a transport would, keeping the reply's
     /// receiving end where the spy can see it.
     fn deliver(&mut self, rpc: Rpc) {
@@ -214,7 +232,7 @@ async fn a_vote_is_sent_only_after_the_vote_is_durable() {
     let mut h = harness(HardState::default(), false);
     h.deliver(vote_request(1));
 
-    h.node.process_ready().expect("the write succeeds");
+    h.run().expect("the write succeeds");
 
     // Exactly one write, of the new term and the vote, and at that moment the
     // candidate had not yet heard anything.
@@ -234,7 +252,7 @@ async fn a_vote_is_sent_only_after_the_vote_is_durable() {
         "the vote must not leave before it is on disk"
     );
 
-    // Once process_ready returns, the vote has arrived, and it grants exactly
+    // Once the write is reported durable, the vote has arrived, and it grants exactly
     // what was persisted.
     assert_eq!(
         h.reply_now(),
@@ -261,7 +279,7 @@ async fn an_append_reply_is_sent_only_after_the_entries_are_durable() {
     );
     h.deliver(append_with_entries(1, 0));
 
-    h.node.process_ready().expect("the write succeeds");
+    h.run().expect("the write succeeds");
 
     let writes = h.writes();
     assert_eq!(writes.len(), 1, "one persist call: {writes:?}");
@@ -299,7 +317,7 @@ async fn an_append_in_a_new_term_persists_term_and_entries_before_replying() {
     let mut h = harness(HardState::default(), false);
     h.deliver(append_with_entries(3, 2));
 
-    h.node.process_ready().expect("the write succeeds");
+    h.run().expect("the write succeeds");
 
     let writes = h.writes();
     assert_eq!(writes.len(), 1, "one persist call: {writes:?}");
@@ -336,7 +354,7 @@ async fn a_failed_write_of_a_vote_returns_an_error_and_sends_no_vote() {
     let mut h = harness(HardState::default(), true);
     h.deliver(vote_request(1));
 
-    let result = h.node.process_ready();
+    let result = h.run();
 
     assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
     let writes = h.writes();
@@ -361,7 +379,7 @@ async fn a_failed_write_of_entries_returns_an_error_and_sends_no_reply() {
     );
     h.deliver(append_with_entries(1, 2));
 
-    let result = h.node.process_ready();
+    let result = h.run();
 
     assert!(matches!(result, Err(StorageError::Io { .. })), "{result:?}");
     let writes = h.writes();

@@ -22,7 +22,7 @@ use crate::config::RaftConfig;
 use crate::core::{CoreError, Event, RaftCore};
 use crate::log_writer::WriteDone;
 use crate::message::Rpc;
-use crate::node::{PeerEvent, RaftNode, Reply};
+use crate::node::{DiskMode, NodeInbox, PeerEvent, RaftNode, Reply};
 use crate::observer::Observer;
 use crate::snapshot::SnapshotStore;
 use crate::state_machine::StateMachine;
@@ -226,7 +226,7 @@ const MAX_BATCH: usize = 1024;
 /// The server task's state.
 pub struct RaftServer<T: Transport, M: StateMachine> {
     node: RaftNode<T, M>,
-    /// Completions of the background log writer.
+    /// Completions of the log writer.
     write_done: mpsc::UnboundedReceiver<WriteDone>,
     peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     incoming: mpsc::Receiver<IncomingRpc>,
@@ -285,21 +285,26 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         )?;
         let mut core = core;
         core.set_may_vote(!extras.vote_withheld);
-        let (mut node, peer_events) = RaftNode::new(core, state_machine, storage, parts.transport);
+        // With the background writer, the server goes on sending,
+        // proposing and stepping replies while an fsync runs; inline (tests
+        // on virtual time), each write is done when submitted. Either way
+        // durability comes back on `write_done`.
+        let disk = if extras.background_writes {
+            DiskMode::Background
+        } else {
+            DiskMode::Inline
+        };
+        let (mut node, inbox) = RaftNode::new(core, state_machine, storage, parts.transport, disk)
+            .map_err(|source| StorageError::Io {
+                path: "<log writer thread>".into(),
+                source,
+            })?;
+        let NodeInbox {
+            peer_events,
+            write_done,
+        } = inbox;
         if let Some(observer) = extras.observer {
             node.set_observer(observer);
-        }
-        // With a background writer, the server goes on sending, proposing
-        // and stepping replies while an fsync runs. (Without one, the
-        // receiver below never yields.)
-        let (_no_writer, mut write_done) = mpsc::unbounded_channel();
-        if extras.background_writes {
-            write_done = node
-                .start_background_writer()
-                .map_err(|source| StorageError::Io {
-                    path: "<log writer thread>".into(),
-                    source,
-                })?;
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (status_tx, status_rx) = watch::channel(status_of(node.core()));
