@@ -432,16 +432,28 @@ async fn stream_snapshot<T: Transport>(
     stats: &SnapshotStats,
 ) -> Result<LogIndex, StreamEnd> {
     let failed = |e: &dyn std::fmt::Display| StreamEnd::Failed(e.to_string());
-    let Some((meta, path)) = store.latest().map_err(|e| failed(&e))? else {
+    // File IO runs on tokio's blocking pool, not on this task's thread,
+    // which heartbeats and client traffic share.
+    let latest = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.latest())
+            .await
+            .map_err(|e| failed(&e))?
+    };
+    let Some((meta, path)) = latest.map_err(|e| failed(&e))? else {
         return Err(StreamEnd::Failed("no snapshot on disk".into()));
     };
     tracing::info!(peer, last_index = meta.last_index, "sending snapshot");
     let mut offset = 0u64;
     let mut restarts = 0;
     loop {
-        let (data, total) = store
-            .read_chunk(&path, offset, chunk)
-            .map_err(|e| failed(&e))?;
+        let read = {
+            let (store, path) = (store.clone(), path.clone());
+            tokio::task::spawn_blocking(move || store.read_chunk(&path, offset, chunk))
+                .await
+                .map_err(|e| failed(&e))?
+        };
+        let (data, total) = read.map_err(|e| failed(&e))?;
         let len = data.len() as u64;
         let done = offset + len >= total;
         let args = InstallSnapshotArgs {
