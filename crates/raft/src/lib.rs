@@ -49,7 +49,9 @@ pub use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
     RequestVoteArgs, RequestVoteReply, Rpc,
 };
-pub use crate::node::{DiskMode, NodeInbox, Output, PeerEvent, RaftNode, Reply};
+pub use crate::node::{
+    DiskMode, NodeInbox, Output, PeerEvent, RaftNode, Reply, ReplySlot, SnapshotChunk,
+};
 pub use crate::observer::{NoopObserver, Observer};
 pub use crate::server::{RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, Status};
 pub use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};

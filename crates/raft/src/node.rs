@@ -52,6 +52,22 @@ pub struct Output {
 /// The channels a node's outside world reads: what came back from peers,
 /// and which disk writes are durable. The owner passes each item back in,
 /// through [`RaftNode::handle_peer_event`] and [`RaftNode::write_done`].
+/// A snapshot chunk the core has ruled on ([`RaftNode::receive_snapshot_chunk`]).
+pub struct SnapshotChunk {
+    pub from: NodeId,
+    pub args: InstallSnapshotArgs,
+    pub verdict: SnapshotChunkVerdict,
+    /// Where its reply goes, with [`RaftNode::reply_when_durable`].
+    pub reply: ReplySlot,
+}
+
+/// The way back to the peer that sent a request. Opaque: a reply can only
+/// go where its request came from.
+pub struct ReplySlot {
+    to: NodeId,
+    reply: oneshot::Sender<Rpc>,
+}
+
 pub struct NodeInbox {
     pub peer_events: mpsc::UnboundedReceiver<PeerEvent>,
     pub write_done: mpsc::UnboundedReceiver<WriteDone>,
@@ -168,12 +184,11 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
 
     /// A chunk of InstallSnapshot (§7): the core's verdict, for the server,
     /// which keeps the bytes. The reply must follow with
-    /// [`RaftNode::reply_when_durable`]. `None` when the request is not for
-    /// this node (dropped, which tells the caller).
-    pub fn receive_snapshot_chunk(
-        &mut self,
-        incoming: IncomingRpc,
-    ) -> Option<(NodeId, InstallSnapshotArgs, SnapshotChunkVerdict)> {
+    /// [`RaftNode::reply_when_durable`], which may be later, after other
+    /// requests from the same peer were answered: the chunk's reply slot
+    /// travels with it instead of queueing with theirs. `None` when the
+    /// request is not for this node (dropped, which tells the caller).
+    pub fn receive_snapshot_chunk(&mut self, incoming: IncomingRpc) -> Option<SnapshotChunk> {
         self.observer.message_received(incoming.from, &incoming.rpc);
         let IncomingRpc { from, rpc, reply } = incoming;
         let Rpc::InstallSnapshot(args) = rpc else {
@@ -183,19 +198,27 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
             tracing::debug!(from, "dropping a snapshot chunk from a non-member");
             return None;
         }
-        // Replies to earlier requests stay ahead of this one: the driver
-        // parks them before it parks this one (`send_when_durable`).
-        self.awaiting_reply
-            .entry(from)
-            .or_default()
-            .push_back(reply);
         let verdict = self.driver.snapshot_chunk(from, &args);
-        Some((from, args, verdict))
+        Some(SnapshotChunk {
+            from,
+            args,
+            verdict,
+            reply: ReplySlot { to: from, reply },
+        })
     }
 
-    /// Sends `rpc` to `to` once everything written so far is durable.
-    pub fn reply_when_durable(&mut self, to: NodeId, rpc: Rpc) {
-        let me = self.core().id();
+    /// Sends `rpc` back on `slot` once everything written so far is
+    /// durable.
+    pub fn reply_when_durable(&mut self, slot: ReplySlot, rpc: Rpc) {
+        let (me, to) = (self.core().id(), slot.to);
+        // Replies to earlier requests from `to` are parked in the driver
+        // before this one (`send_when_durable` runs the pending Ready
+        // first), and their slots are ahead of this one in the queue: the
+        // two stay in step.
+        self.awaiting_reply
+            .entry(to)
+            .or_default()
+            .push_back(slot.reply);
         self.driver.send_when_durable(Message { from: me, to, rpc });
     }
 

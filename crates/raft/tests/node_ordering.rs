@@ -421,3 +421,72 @@ fn the_spy_notices_a_reply_sent_before_the_write() {
     assert_eq!(writes.len(), 1);
     assert_eq!(writes[0].reply, ReplyAtPersist::AlreadySent(early));
 }
+
+/// §7 on a real node: the server writes a snapshot chunk on the blocking
+/// pool and answers it later, after heartbeats from the same leader were
+/// answered. Replies go back in request order per peer, so the chunk's
+/// reply slot must not wait in that queue meanwhile: if it did, the
+/// heartbeat's reply would go to the chunk's caller.
+#[tokio::test]
+async fn a_snapshot_chunk_answered_late_does_not_take_a_later_heartbeats_reply() {
+    use raft::{InstallSnapshotArgs, InstallSnapshotReply, SnapshotChunkVerdict};
+    let mut h = harness(
+        HardState {
+            term: 1,
+            voted_for: None,
+        },
+        false,
+    );
+    let (chunk_tx, mut chunk_rx) = oneshot::channel();
+    let chunk = h
+        .node
+        .receive_snapshot_chunk(IncomingRpc {
+            from: PEER,
+            rpc: Rpc::InstallSnapshot(InstallSnapshotArgs {
+                term: 1,
+                leader_id: PEER,
+                last_included_index: 10,
+                last_included_term: 1,
+                offset: 0,
+                data: vec![0; 16],
+                total_size: 32,
+                done: false,
+            }),
+            reply: chunk_tx,
+        })
+        .expect("a chunk from a voter is for this node");
+    assert_eq!(chunk.verdict, SnapshotChunkVerdict::Accept { term: 1 });
+    h.run().expect("nothing to write");
+
+    // While the chunk is "on the disk", a heartbeat comes and is answered.
+    h.deliver(Rpc::AppendEntries(AppendEntriesArgs {
+        term: 1,
+        leader_id: PEER,
+        prev_log_index: 0,
+        prev_log_term: 0,
+        entries: Vec::new(),
+        leader_commit: 0,
+        read_round: 0,
+    }));
+    h.run().expect("the write succeeds");
+    assert!(
+        matches!(h.reply_now(), Ok(Rpc::AppendEntriesReply(_))),
+        "the heartbeat gets its own reply"
+    );
+    assert_eq!(
+        chunk_rx.try_recv(),
+        Err(TryRecvError::Empty),
+        "the chunk is not answered yet"
+    );
+
+    let answer = InstallSnapshotReply {
+        term: 1,
+        success: true,
+        next_offset: 16,
+        installed: false,
+    };
+    h.node
+        .reply_when_durable(chunk.reply, Rpc::InstallSnapshotReply(answer.clone()));
+    h.run().expect("nothing to write");
+    assert_eq!(chunk_rx.try_recv(), Ok(Rpc::InstallSnapshotReply(answer)));
+}

@@ -5,6 +5,7 @@
 //! `Arc<Mutex<_>>`: the task is the only one that ever touches the core, so
 //! there is nothing to lock and no lock to hold across an `.await`.
 
+mod receive;
 mod snapshots;
 
 use std::sync::atomic::Ordering;
@@ -348,20 +349,10 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 _ = ticker.tick() => self.catch_up_ticks(),
                 Some(rpc) = self.incoming.recv() => {
                     self.catch_up_ticks();
-                    if let Rpc::InstallSnapshot(_) = rpc.rpc {
-                        if let Err(e) = self.receive_snapshot_chunk(rpc) {
-                            tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
-                            break Err(ServerError::Storage(e));
-                        }
-                    } else {
-                        self.node.receive(rpc);
-                    }
+                    self.receive(rpc);
                     // Take every request already waiting, so a burst of
                     // AppendEntries becomes one fsync on this follower.
-                    if let Err(e) = self.drain_incoming() {
-                        tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
-                        break Err(ServerError::Storage(e));
-                    }
+                    self.drain_incoming();
                 }
                 Some(done) = self.write_done.recv() => {
                     self.catch_up_ticks();
@@ -378,6 +369,13 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 Some(done) = self.snap.done_rx.recv() => {
                     self.catch_up_ticks();
                     self.snapshot_written(done);
+                }
+                Some(done) = self.snap.receive.done_rx.recv() => {
+                    self.catch_up_ticks();
+                    if let Err(e) = self.chunk_written(done) {
+                        tracing::error!(id = self.node.core().id(), error = %e, "storage failed; stopping this node");
+                        break Err(ServerError::Storage(e));
+                    }
                 }
                 Some(event) = self.peer_events.recv() => {
                     self.catch_up_ticks();
@@ -469,33 +467,36 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         // An incoming snapshot the log has overtaken (its leader gave up on
         // the transfer, a later leader caught us up by entries) is dropped,
         // with its temp file.
-        if self.snap.incoming_index <= self.node.driver().last_applied() {
-            self.snap.incoming = None;
-        }
+        let applied = self.node.driver().last_applied();
+        self.snap.receive.discard_up_to(applied);
         self.maybe_snapshot(None);
     }
 
-    /// Steps requests that are already queued (bounded), handling snapshot
-    /// chunks on their own path.
-    fn drain_incoming(&mut self) -> Result<(), StorageError> {
+    /// Steps one request; snapshot chunks take their own path
+    /// (`receive`).
+    fn receive(&mut self, rpc: IncomingRpc) {
+        if let Rpc::InstallSnapshot(_) = rpc.rpc {
+            self.receive_snapshot_chunk(rpc);
+        } else {
+            self.node.receive(rpc);
+        }
+    }
+
+    /// Steps requests that are already queued (bounded).
+    fn drain_incoming(&mut self) {
         for _ in 0..MAX_BATCH {
             let Ok(rpc) = self.incoming.try_recv() else {
                 break;
             };
-            if let Rpc::InstallSnapshot(_) = rpc.rpc {
-                self.receive_snapshot_chunk(rpc)?;
-            } else {
-                self.node.receive(rpc);
-            }
+            self.receive(rpc);
         }
-        Ok(())
     }
 
     fn publish_status(&mut self) {
         let mut status = status_of(self.node.core());
         status.last_applied = self.node.driver().last_applied();
         status.snapshot_in_progress = self.snap.writing.is_some()
-            || self.snap.incoming.is_some()
+            || self.snap.receive.in_progress()
             || self.snap.stats.sending.load(Ordering::Relaxed) > 0;
         status.snapshot_bytes_sent = self.snap.stats.bytes_sent.load(Ordering::Relaxed);
         self.status.send_if_modified(|old| {

@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::receive::Receive;
 use super::RaftServer;
-use crate::core::SnapshotChunkVerdict;
 use crate::driver::SnapshotRefusal;
 use crate::message::{InstallSnapshotArgs, InstallSnapshotReply, Message, Rpc};
 use crate::node::PeerEvent;
-use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
+use crate::snapshot::{SnapshotMeta, SnapshotStore};
 use crate::state_machine::StateMachine;
 use crate::storage::{RecoveredState, Storage, StorageError};
-use crate::transport::{IncomingRpc, Transport, TransportExt};
+use crate::transport::{Transport, TransportExt};
 use crate::types::{LogIndex, NodeId, Term};
 
 pub(super) type SnapshotReply = oneshot::Sender<Result<LogIndex, String>>;
@@ -40,10 +40,10 @@ pub(super) struct SnapshotDone {
 
 /// The server's snapshot state.
 pub(super) struct Snapshots {
-    store: Option<Arc<SnapshotStore>>,
+    pub(super) store: Option<Arc<SnapshotStore>>,
     after_entries: u64,
     after_bytes: u64,
-    keep: usize,
+    pub(super) keep: usize,
     chunk_bytes: usize,
     /// The last index of a snapshot being written in the background.
     pub(super) writing: Option<LogIndex>,
@@ -51,9 +51,8 @@ pub(super) struct Snapshots {
     pub(super) waiters: Vec<SnapshotReply>,
     done_tx: mpsc::UnboundedSender<SnapshotDone>,
     pub(super) done_rx: mpsc::UnboundedReceiver<SnapshotDone>,
-    /// Follower: a snapshot arriving in chunks, and its last index.
-    pub(super) incoming: Option<IncomingSnapshot>,
-    pub(super) incoming_index: LogIndex,
+    /// Follower: the snapshot arriving in chunks (`super::receive`).
+    pub(super) receive: Receive,
     /// Leader: followers a transfer is running to.
     pub(super) sending: HashSet<NodeId>,
     pub(super) stats: Arc<SnapshotStats>,
@@ -77,11 +76,26 @@ impl Snapshots {
             waiters: Vec::new(),
             done_tx,
             done_rx,
-            incoming: None,
-            incoming_index: 0,
+            receive: Receive::default(),
             sending: HashSet::new(),
             stats: Arc::new(SnapshotStats::default()),
         }
+    }
+}
+
+impl Snapshots {
+    /// Deletes snapshots beyond the newest `keep`, on the blocking pool:
+    /// unlinks and a directory fsync are disk waits the loop must not take.
+    pub(super) fn retain_in_background(&self) {
+        let Some(store) = self.store.clone() else {
+            return;
+        };
+        let keep = self.keep;
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.retain(keep) {
+                tracing::warn!(error = %e, "could not delete old snapshots");
+            }
+        });
     }
 }
 
@@ -228,11 +242,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         match done.result {
             Ok(()) => {
                 self.node.compact_log(index);
-                if let Some(store) = &self.snap.store {
-                    if let Err(e) = store.retain(self.snap.keep) {
-                        tracing::warn!(error = %e, "could not delete old snapshots");
-                    }
-                }
+                self.snap.retain_in_background();
                 tracing::info!(
                     id = self.node.core().id(),
                     last_index = index,
@@ -304,113 +314,6 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
                 }
             });
         }
-    }
-
-    /// Follower: one chunk of InstallSnapshot. The bytes go to a temp file;
-    /// the last chunk is verified, installed atomically, and the state
-    /// machine restored from it, before the reply says "installed". The
-    /// reply waits for the disk: the chunk may have raised our term, and an
-    /// install resets or compacts the log.
-    pub(super) fn receive_snapshot_chunk(&mut self, rpc: IncomingRpc) -> Result<(), StorageError> {
-        let Some((from, args, verdict)) = self.node.receive_snapshot_chunk(rpc) else {
-            return Ok(());
-        };
-        let answer = match verdict {
-            SnapshotChunkVerdict::Refuse { term } => snapshot_answer(term, false, 0, false),
-            SnapshotChunkVerdict::Covered { term } => {
-                self.snap.incoming = None;
-                snapshot_answer(term, true, args.total_size, true)
-            }
-            SnapshotChunkVerdict::Accept { term } => self.accept_chunk(term, args)?,
-        };
-        self.node
-            .reply_when_durable(from, Rpc::InstallSnapshotReply(answer));
-        Ok(())
-    }
-
-    fn accept_chunk(
-        &mut self,
-        term: Term,
-        args: InstallSnapshotArgs,
-    ) -> Result<InstallSnapshotReply, StorageError> {
-        let Some(store) = self.snap.store.clone() else {
-            return Ok(snapshot_answer(term, false, 0, false));
-        };
-        if args.offset == 0 {
-            // A (re)start: forget any half-received one.
-            self.snap.incoming = Some(store.begin_receive()?);
-            self.snap.incoming_index = args.last_included_index;
-        }
-        let Some(incoming) = self.snap.incoming.as_mut() else {
-            return Ok(snapshot_answer(term, false, 0, false));
-        };
-        if let Err(e) = incoming.write_chunk(args.offset, &args.data) {
-            tracing::debug!(error = %e, "snapshot chunk out of place");
-            let expected = incoming.offset();
-            return Ok(snapshot_answer(term, false, expected, false));
-        }
-        let next = incoming.offset();
-        if !args.done {
-            return Ok(snapshot_answer(term, true, next, false));
-        }
-        let Some(incoming) = self.snap.incoming.take() else {
-            return Ok(snapshot_answer(term, false, 0, false));
-        };
-        let (meta, path) = match incoming.finish() {
-            Ok(done) => done,
-            Err(e) => {
-                tracing::warn!(error = %e, "received snapshot failed verification; asking for it again");
-                return Ok(snapshot_answer(term, false, 0, false));
-            }
-        };
-        self.install_received(&store, meta, &path)?;
-        Ok(snapshot_answer(term, true, next, true))
-    }
-
-    /// Restores the state machine from a received snapshot and makes the
-    /// log start after it.
-    fn install_received(
-        &mut self,
-        store: &SnapshotStore,
-        meta: SnapshotMeta,
-        path: &std::path::Path,
-    ) -> Result<(), StorageError> {
-        if meta.last_index <= self.node.core().commit_index() {
-            return Ok(());
-        }
-        let (meta, mut body) = store.open_body(path)?;
-        let installed = self
-            .node
-            .install_snapshot(meta.last_index, meta.last_term, &mut body)
-            .map_err(|source| StorageError::Io {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        if installed {
-            tracing::info!(
-                id = self.node.core().id(),
-                last_index = meta.last_index,
-                "installed snapshot from the leader"
-            );
-        }
-        if let Err(e) = store.retain(self.snap.keep) {
-            tracing::warn!(error = %e, "could not delete old snapshots");
-        }
-        Ok(())
-    }
-}
-
-fn snapshot_answer(
-    term: Term,
-    success: bool,
-    next_offset: u64,
-    installed: bool,
-) -> InstallSnapshotReply {
-    InstallSnapshotReply {
-        term,
-        success,
-        next_offset,
-        installed,
     }
 }
 
