@@ -129,6 +129,13 @@ enum Event {
         node: usize,
         inc: u32,
     },
+    /// The last chunk of a snapshot `node` received has been verified and
+    /// stored on the server's blocking pool (`server::receive`).
+    SnapshotReceived {
+        node: usize,
+        inc: u32,
+        received: Box<snapshots::Received>,
+    },
     /// A snapshot chunk from `node` to `peer` got no answer in time.
     SnapshotChunkTimeout {
         node: usize,
@@ -545,6 +552,7 @@ impl World {
             Event::Tick { node, .. }
             | Event::Fsync { node, .. }
             | Event::SnapshotStep { node, .. }
+            | Event::SnapshotReceived { node, .. }
             | Event::SnapshotChunkTimeout { node, .. } => Some(*node),
             Event::Deliver { msg, .. } => Some(msg.to as usize - 1),
             Event::Hello { to, .. } | Event::HelloReply { to, .. } => Some(*to),
@@ -667,6 +675,15 @@ impl World {
             Event::SnapshotStep { node, inc } => {
                 if self.alive(node, inc) {
                     self.snapshot_step(node);
+                }
+            }
+            Event::SnapshotReceived {
+                node,
+                inc,
+                received,
+            } => {
+                if self.alive(node, inc) {
+                    self.snapshot_received(node, *received);
                 }
             }
             Event::SnapshotChunkTimeout {

@@ -11,12 +11,15 @@
 //!   Ready names, the newest snapshot file goes out in chunks, one in flight,
 //!   each acknowledged; a lost chunk times out and the transfer fails
 //!   (`snapshot_sent(peer, 0, false)`: the core asks again later);
-//! * **receiving** (`receive_snapshot_chunk` / `accept_chunk` /
-//!   `install_received`): the core's `handle_snapshot_chunk` decides; any
-//!   hard-state change is made durable before the reply; chunks accumulate
-//!   in a volatile buffer; the last one is verified, stored durably, then
-//!   `restore_snapshot` says whether the log is compacted or reset, and the
-//!   `KvStore` is restored from the image;
+//! * **receiving** (`server::receive`: `receive_snapshot_chunk` /
+//!   `write_chunk` / `chunk_written` / `install_received`): the core's
+//!   `handle_snapshot_chunk` decides; any hard-state change is made durable
+//!   before the reply; chunks accumulate in a volatile buffer; the last one
+//!   goes to the server's blocking pool (a `SnapshotReceived` event a
+//!   little later, while the node handles other messages), which verifies
+//!   and stores it durably; then `restore_snapshot` says whether the log is
+//!   compacted or reset, the `KvStore` is restored from the image, and the
+//!   reply carries the term of that moment;
 //! * **restarting** (`restore_latest` / `reconcile`): the newest durable
 //!   snapshot plus the log after it.
 
@@ -503,16 +506,38 @@ impl World {
                 ));
                 answer(term, true, args.total_size, true)
             }
-            SnapshotChunkVerdict::Accept { term } => match self.accept_chunk(x, term, &args) {
-                Some(reply) => reply,
-                None => return,
-            },
+            SnapshotChunkVerdict::Accept { term } => {
+                match self.accept_chunk(x, term, &args, (from, rpc)) {
+                    ChunkAnswer::Now(reply) => reply,
+                    ChunkAnswer::Later => {
+                        self.after_input(x);
+                        return;
+                    }
+                    ChunkAnswer::Crashed => return,
+                }
+            }
         };
-        if self.violation.is_some() || !self.nodes[x].is_up() {
-            return;
+        if self.reply_chunk(x, from, rpc, reply, args.last_included_index) {
+            self.after_input(x);
         }
-        let vouches = reply.installed.then_some(args.last_included_index);
+    }
+
+    /// The reply to a chunk goes back on its RPC once the disk holds what
+    /// it promises. False when the node is down (or a check failed).
+    fn reply_chunk(
+        &mut self,
+        x: usize,
+        from: NodeId,
+        rpc: u64,
+        reply: InstallSnapshotReply,
+        index: LogIndex,
+    ) -> bool {
+        if self.violation.is_some() || !self.nodes[x].is_up() {
+            return false;
+        }
+        let vouches = reply.installed.then_some(index);
         let node = &mut self.nodes[x];
+        let id = node.id;
         node.chunk_replies
             .entry(from)
             .or_default()
@@ -524,19 +549,21 @@ impl World {
                 rpc: Rpc::InstallSnapshotReply(reply),
             });
         }
-        self.after_input(x);
+        true
     }
 
-    /// `accept_chunk`: appends the chunk to the incoming buffer; on the last
-    /// one, verifies, stores and installs. `None` when the node crashed.
+    /// `server::receive`: appends the chunk to the incoming buffer; the last
+    /// one, verified, is stored and installed later (`chunk_stored`), as the
+    /// server's blocking-pool job reports back while the node goes on
+    /// answering heartbeats.
     fn accept_chunk(
         &mut self,
         x: usize,
         term: Term,
         args: &InstallSnapshotArgs,
-    ) -> Option<InstallSnapshotReply> {
+        (from, rpc): (NodeId, u64),
+    ) -> ChunkAnswer {
         let node = &mut self.nodes[x];
-        let id = node.id;
         if args.offset == 0 {
             // A (re)start: forget any half-received one.
             node.incoming = Some(Incoming {
@@ -545,53 +572,96 @@ impl World {
             });
         }
         let Some(incoming) = node.incoming.as_mut() else {
-            return Some(answer(term, false, 0, false));
+            return ChunkAnswer::Now(answer(term, false, 0, false));
         };
         if args.offset != incoming.bytes.len() as u64 {
             // Out of place (a duplicate, or a chunk of a transfer that
             // started over): say where we are.
-            return Some(answer(term, false, incoming.bytes.len() as u64, false));
+            return ChunkAnswer::Now(answer(term, false, incoming.bytes.len() as u64, false));
         }
         incoming.bytes.extend_from_slice(&args.data);
         let next = incoming.bytes.len() as u64;
         if !args.done {
             if self.crash_point(x, CrashPoint::InstallMidTransfer) {
-                return None;
+                return ChunkAnswer::Crashed;
             }
-            return Some(answer(term, true, next, false));
+            return ChunkAnswer::Now(answer(term, true, next, false));
         }
         let bytes = node.incoming.take().map(|i| i.bytes).unwrap_or_default();
-        let snap = match SimSnapshot::verify(bytes) {
-            Ok(s) if (s.index, s.term) == (args.last_included_index, args.last_included_term) => s,
+        // The server verifies, stores and reads the file back on its
+        // blocking pool; the node handles other messages meanwhile.
+        let at = self.now + self.rng.range(100, 2_000);
+        let inc = self.nodes[x].inc;
+        let received = Received {
+            from,
+            rpc,
+            term,
+            next,
+            index: args.last_included_index,
+            snapshot_term: args.last_included_term,
+            leader: args.leader_id,
+            bytes,
+        };
+        self.schedule(
+            at,
+            Event::SnapshotReceived {
+                node: x,
+                inc,
+                received: Box::new(received),
+            },
+        );
+        ChunkAnswer::Later
+    }
+
+    /// The blocking-pool job for the last chunk reported back
+    /// (`server::receive::chunk_written`): verify, store durably, install,
+    /// and answer with the current term.
+    pub(super) fn snapshot_received(&mut self, x: usize, r: Received) {
+        let id = self.nodes[x].id;
+        let term = r.term;
+        let refuse = answer(term, false, 0, false);
+        let reply = match SimSnapshot::verify(r.bytes) {
+            Ok(s) if (s.index, s.term) == (r.index, r.snapshot_term) => {
+                // `IncomingSnapshot::finish`: fsync, rename, fsync the directory.
+                let disk = &mut self.nodes[x].disk;
+                disk.store_snapshot(s.clone());
+                disk.retain_snapshots(SNAPSHOTS_KEPT);
+                self.trace(format!(
+                    "n{id} stored snapshot {}/{} from n{}",
+                    s.index, s.term, r.leader
+                ));
+                if self.crash_point(x, CrashPoint::InstallStored) || !self.install(x, &s) {
+                    return;
+                }
+                answer(term, true, r.next, true)
+            }
             Ok(s) => {
                 self.trace(format!(
                     "n{id} received snapshot says {}/{}, the transfer {}/{}: asking for it again",
-                    s.index, s.term, args.last_included_index, args.last_included_term
+                    s.index, s.term, r.index, r.snapshot_term
                 ));
-                return Some(answer(term, false, 0, false));
+                refuse
             }
             Err(e) => {
                 self.trace(format!(
                     "n{id} received snapshot fails verification ({e}): asking for it again"
                 ));
-                return Some(answer(term, false, 0, false));
+                refuse
             }
         };
-        // `IncomingSnapshot::finish`: fsync, rename, fsync the directory.
-        let disk = &mut self.nodes[x].disk;
-        disk.store_snapshot(snap.clone());
-        disk.retain_snapshots(SNAPSHOTS_KEPT);
-        self.trace(format!(
-            "n{id} stored snapshot {}/{} from n{}",
-            snap.index, snap.term, args.leader_id
-        ));
-        if self.crash_point(x, CrashPoint::InstallStored) {
-            return None;
+        // §5.1: the reply carries the current term, which may have risen
+        // while the job ran.
+        let current = self.nodes[x]
+            .driver
+            .as_ref()
+            .map_or(term, |d| d.core().term());
+        let reply = InstallSnapshotReply {
+            term: reply.term.max(current),
+            ..reply
+        };
+        if self.reply_chunk(x, r.from, r.rpc, reply, r.index) {
+            self.after_input(x);
         }
-        if !self.install(x, &snap) {
-            return None;
-        }
-        Some(answer(term, true, next, true))
     }
 
     /// `install_received`: the driver restores the KV store from the image
@@ -720,4 +790,27 @@ impl World {
             kv,
         ))
     }
+}
+
+/// What `accept_chunk` did with a chunk.
+enum ChunkAnswer {
+    /// The reply is ready.
+    Now(InstallSnapshotReply),
+    /// The last chunk: the reply follows from `snapshot_received`.
+    Later,
+    /// The node crashed at a crash point.
+    Crashed,
+}
+
+/// A complete snapshot transfer waiting for its blocking-pool job.
+#[derive(Debug)]
+pub(super) struct Received {
+    from: NodeId,
+    rpc: u64,
+    term: Term,
+    next: u64,
+    index: LogIndex,
+    snapshot_term: Term,
+    leader: NodeId,
+    bytes: Vec<u8>,
 }
