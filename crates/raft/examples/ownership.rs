@@ -97,11 +97,11 @@ pub fn narrate(out: &mut String) -> Res<()> {
     // network made the follower's copy in the real thing.)
     let mut real = RaftLog::new(vec![entry(2, 1, "SET x 1")]);
     let had = real.last_index();
-    let last = real.append_from_leader(entries.clone());
+    real.append_from_leader(entries.clone());
     writeln!(
         out,
         "RaftLog::append_from_leader(entries): had {had}, moved in {}, leader still has {}",
-        last - had,
+        real.last_index() - had,
         entries.len()
     )?;
     // When the caller is done with the Vec, it can *move* it: no clone at all.

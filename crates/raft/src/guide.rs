@@ -56,6 +56,9 @@ pub mod ch12_simulation {}
 #[doc = include_str!("../../../docs/13-learning-with-an-ai-assistant.md")]
 pub mod ch13_learning_with_an_ai_assistant {}
 
+#[doc = include_str!("../../../docs/14-changing-the-cluster.md")]
+pub mod ch14_changing_the_cluster {}
+
 #[doc = include_str!("../../../docs/benchmarks.md")]
 pub mod benchmarks {}
 

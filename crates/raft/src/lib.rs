@@ -39,7 +39,8 @@ pub use crate::config::{ConfigError, RaftConfig};
 #[cfg(feature = "bug-switches")]
 pub use crate::core::BugSwitches;
 pub use crate::core::{
-    CoreError, Event, NotLeader, ProposeError, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
+    ConfChange, ConfChangeError, CoreError, Event, Membership, MembershipError, NotLeader,
+    ProposeError, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
 };
 pub use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
 pub use crate::incarnation::{IncarnationBook, PeerRecord, PeerVerdict, VoteRight};

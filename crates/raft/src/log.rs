@@ -108,28 +108,29 @@ impl RaftLog {
     /// duplicated, stale or reordered AppendEntries must never truncate
     /// entries that match ("If an existing entry conflicts with a new one
     /// (same index but different terms), delete the existing entry and all
-    /// that follow it"). Returns the index of the last entry in `entries`.
-    /// (It takes the entries by value: they move from the message into the
-    /// log without a copy.)
-    pub fn append_from_leader(&mut self, mut entries: Vec<LogEntry>) -> LogIndex {
-        let last = entries.last().map_or(0, |e| e.index);
+    /// that follow it"). Returns the index of the first entry written (the
+    /// log changed from there on), or `None` if every entry was already
+    /// there. (It takes the entries by value: they move from the message
+    /// into the log without a copy.)
+    pub fn append_from_leader(&mut self, mut entries: Vec<LogEntry>) -> Option<LogIndex> {
         for pos in 0..entries.len() {
             let entry = &entries[pos];
-            match self.term(entry.index) {
+            let index = entry.index;
+            match self.term(index) {
                 Some(t) if t == entry.term => continue,
                 Some(_) => {
                     // The first conflict: cut here and take the rest.
-                    self.truncate_from(entry.index);
+                    self.truncate_from(index);
                     self.entries.extend(entries.drain(pos..));
-                    break;
+                    return Some(index);
                 }
                 None => {
                     self.entries.extend(entries.drain(pos..));
-                    break;
+                    return Some(index);
                 }
             }
         }
-        last
+        None
     }
 
     /// The first index not yet handed out for persistence.

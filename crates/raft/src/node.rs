@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Event, RaftCore, SnapshotChunkVerdict};
+use crate::core::{Event, Membership, RaftCore, SnapshotChunkVerdict};
 use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
 use crate::log_writer::{LogWriter, WriteDone};
 use crate::message::{InstallSnapshotArgs, Message, Rpc};
@@ -157,8 +157,12 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
     }
 
     /// Whether `from` may send this node requests: another voter.
+    /// Any other server may ask: with membership changes (thesis §4) a
+    /// request can come from a leader this log does not list yet (a node
+    /// that is joining knows no one). The core's term rules keep stale and
+    /// removed servers harmless.
     fn accepts_requests_from(&self, from: NodeId) -> bool {
-        from != self.core().id() && self.core().voters().contains(&from)
+        from != self.core().id() && from != 0
     }
 
     /// A request from a peer: step it; the reply is sent from
@@ -291,9 +295,10 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
         &mut self,
         index: LogIndex,
         term: Term,
+        membership: Membership,
         image: &mut dyn std::io::Read,
     ) -> std::io::Result<bool> {
-        self.driver.install_snapshot(index, term, image)
+        self.driver.install_snapshot(index, term, membership, image)
     }
 
     /// Every waiting client gets `Stopped`.

@@ -58,6 +58,10 @@ pub enum EntryKind {
     /// commits, every entry of earlier terms is committed too (§5.4.2), and the
     /// leader knows its commit index is current, so it may serve reads.
     Noop,
+    /// A new cluster configuration (thesis §4.1): the whole
+    /// [`Membership`](crate::Membership) after one change, in force as soon
+    /// as it is appended. Never applied to the state machine.
+    ConfChange,
 }
 
 impl EntryKind {
@@ -66,6 +70,7 @@ impl EntryKind {
         match self {
             EntryKind::Normal => 0,
             EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
         }
     }
 
@@ -74,6 +79,7 @@ impl EntryKind {
         match b {
             0 => Some(EntryKind::Normal),
             1 => Some(EntryKind::Noop),
+            2 => Some(EntryKind::ConfChange),
             _ => None,
         }
     }

@@ -144,7 +144,7 @@ fn a_leader_whose_follower_needs_compacted_entries_sends_a_snapshot_then_resumes
     // The driver streamed it; node 3 installed it.
     let term = cl.core(1).term_at(applied).expect("snapshot term");
     assert_eq!(
-        cl.core_mut(3).restore_snapshot(applied, term),
+        cl.core_mut(3).restore_snapshot(applied, term, three()),
         Some(false),
         "a log that lacks the snapshot's last entry is discarded"
     );
@@ -165,7 +165,7 @@ fn installing_a_snapshot_keeps_a_matching_suffix_and_discards_a_conflicting_log(
     // §7: "If existing log entry has same index and term as snapshot's last
     // included entry, retain log entries following it and reply".
     let mut c = follower_after_snapshot(0, 8);
-    assert_eq!(c.restore_snapshot(5, 1), Some(true));
+    assert_eq!(c.restore_snapshot(5, 1, three()), Some(true));
     assert_eq!(
         (c.snapshot_index(), c.last_log_index()),
         (5, 8),
@@ -174,14 +174,14 @@ fn installing_a_snapshot_keeps_a_matching_suffix_and_discards_a_conflicting_log(
     // "Discard the entire log" when it does not contain the last entry.
     let mut c = follower_after_snapshot(0, 8);
     assert_eq!(
-        c.restore_snapshot(5, 2),
+        c.restore_snapshot(5, 2, three()),
         Some(false),
         "term 2 at 5 is not what the log holds"
     );
     assert_eq!((c.snapshot_index(), c.last_log_index()), (5, 5));
     assert_eq!(c.commit_index(), 5);
     // A snapshot older than what is already committed changes nothing.
-    assert_eq!(c.restore_snapshot(3, 1), None);
+    assert_eq!(c.restore_snapshot(3, 1, three()), None);
 }
 
 fn chunk(term: u64, last_included: u64) -> InstallSnapshotArgs {
@@ -261,4 +261,9 @@ fn compaction_never_drops_entries_that_are_not_applied_or_durable() {
     assert!(!cl.core_mut(1).compact(applied + 1), "not applied yet");
     assert!(cl.core_mut(1).compact(applied));
     assert!(!cl.core_mut(1).compact(applied), "already compacted");
+}
+
+/// The configuration these tests' snapshots hold: voters 1, 2 and 3.
+fn three() -> raft::Membership {
+    raft::Membership::new(&[1, 2, 3], &[])
 }

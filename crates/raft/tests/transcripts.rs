@@ -431,6 +431,16 @@ fn items_text(items: &[Vec<u8>]) -> String {
 fn entry_text(e: &LogEntry) -> String {
     match e.kind {
         EntryKind::Noop => format!("{}@{} no-op", e.index, e.term),
+        EntryKind::ConfChange => match raft::Membership::decode(&e.data) {
+            Ok(m) => format!(
+                "{}@{} config voters={:?} learners={:?}",
+                e.index,
+                e.term,
+                m.voters(),
+                m.learners()
+            ),
+            Err(why) => format!("{}@{} config (bad: {why})", e.index, e.term),
+        },
         EntryKind::Normal => format!(
             "{}@{} {:?}",
             e.index,

@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 
-use raft::{EntryKind, LogEntry, LogIndex, NodeId, RaftCore, Term};
+use raft::{LogEntry, LogIndex, NodeId, RaftCore, Term};
 
 /// Which property broke.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,10 +157,7 @@ struct Fingerprint {
 
 fn content_hash(e: &LogEntry) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let kind = match e.kind {
-        EntryKind::Normal => 0u8,
-        EntryKind::Noop => 1u8,
-    };
+    let kind = e.kind.to_byte();
     for b in std::iter::once(kind).chain(e.data.iter().copied()) {
         h ^= b as u64;
         h = h.wrapping_mul(0x0100_0000_01b3);

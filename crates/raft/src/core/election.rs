@@ -48,6 +48,13 @@ impl RaftCore {
     }
 
     pub(super) fn campaign(&mut self) {
+        // §4.2.2: a server that is not a voter of its latest configuration
+        // (a learner, a node that was removed, one still joining) never
+        // campaigns.
+        if !self.membership.current().is_voter(self.id) {
+            self.reset_election_timer();
+            return;
+        }
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
@@ -111,7 +118,7 @@ impl RaftCore {
     /// §5.2: "A candidate wins an election if it receives votes from a
     /// majority of the servers in the full cluster for the same term."
     pub(super) fn vote_result(&self) -> VoteResult {
-        quorum::vote_result(&self.voters, &self.votes)
+        quorum::vote_result(self.voters(), &self.votes)
     }
 
     pub(super) fn handle_request_vote(&mut self, from: NodeId, a: RequestVoteArgs) {
@@ -195,28 +202,13 @@ impl RaftCore {
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
+        // Figure 2: nextIndex "initialized to leader last log index + 1",
+        // for every voter and learner (§4.2.1: learners get the log too).
         let next_index = self.log.last_index() + 1;
         let peers: Vec<NodeId> = self.peers().collect();
         self.progress = peers
             .into_iter()
-            .map(|p| {
-                (
-                    p,
-                    Progress {
-                        // Figure 2: "initialized to leader last log index + 1".
-                        next_index,
-                        match_index: 0,
-                        probing: true,
-                        inflight: Inflights::default(),
-                        ticks_since_contact: 0,
-                        ticks_since_ack: 0,
-                        read_round: 0,
-                        commit_told: 0,
-                        snapshot_pending: None,
-                        voter: true,
-                    },
-                )
-            })
+            .map(|p| (p, Progress::new(next_index)))
             .collect();
         // §8: a leader commits a blank no-op entry at the start of its term, so
         // that entries of earlier terms commit (§5.4.2) and reads are safe.

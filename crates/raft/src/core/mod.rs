@@ -15,11 +15,13 @@
 //!
 //! One file per concern, each an `impl RaftCore` block: `election.rs`
 //! (§5.2, §9.6, §6.2), `replication.rs` (§5.3, §5.4.2), `read_only.rs`
-//! (thesis §6.4), `snapshot.rs` (§7). This file holds the state itself
+//! (thesis §6.4), `snapshot.rs` (§7), `membership.rs` (thesis chapter 4:
+//! who votes, one change at a time). This file holds the state itself
 //! (Figure 2), the inputs ([`RaftCore::step`], [`RaftCore::tick`]) and the
 //! outputs ([`RaftCore::ready`]).
 
 mod election;
+mod membership;
 mod quorum;
 mod read_only;
 mod replication;
@@ -36,9 +38,13 @@ use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
     RequestVoteArgs, RequestVoteReply, Rpc,
 };
-use crate::types::{HardState, LogEntry, LogIndex, NodeId, RaftState, RecoveredState, Term};
+use crate::types::{
+    EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, RecoveredState, Term,
+};
 
-use self::tracker::{Inflights, Progress};
+use self::membership::MembershipLog;
+pub use self::membership::{ConfChange, ConfChangeError, Membership, MembershipError};
+use self::tracker::Progress;
 
 /// Why a read was refused, or a proposal: this node does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -72,6 +78,8 @@ pub enum CoreError {
         "recovered log is not contiguous from the snapshot (entry {position} has index {index})"
     )]
     BadLog { position: usize, index: LogIndex },
+    #[error("the configuration entry at index {index} does not decode: {why}")]
+    BadConfiguration { index: LogIndex, why: String },
 }
 
 /// The outcome of a [`RaftCore::read_index`] request.
@@ -180,8 +188,8 @@ pub struct BugSwitches {
 /// The Raft state machine of one server. See the module documentation.
 pub struct RaftCore {
     id: NodeId,
-    /// Every voter, this node included, sorted.
-    voters: Vec<NodeId>,
+    /// The configurations the log holds; the latest is in force (§4.1).
+    membership: MembershipLog,
     config: RaftConfig,
     heartbeat_ticks: u64,
     election_ticks_min: u64,
@@ -265,14 +273,31 @@ impl RaftCore {
         snapshot: Option<(LogIndex, Term)>,
         seed: u64,
     ) -> Result<Self, CoreError> {
+        let membership = Membership::new(voters, &[]);
+        if !membership.is_voter(id) {
+            return Err(CoreError::NotAVoter {
+                id,
+                voters: membership.voters().to_vec(),
+            });
+        }
+        Self::start(id, membership, config, recovered, snapshot, seed)
+    }
+
+    /// Builds a core from what storage recovered, with `membership` the
+    /// configuration at the snapshot (or the bootstrap one, or an empty one
+    /// for a node that joins an existing cluster). Configuration entries in
+    /// `recovered.entries` override it (§4.1). This node need not be a voter:
+    /// a learner, a joining or a removed node never campaigns.
+    pub fn start(
+        id: NodeId,
+        membership: Membership,
+        config: RaftConfig,
+        recovered: RecoveredState,
+        snapshot: Option<(LogIndex, Term)>,
+        seed: u64,
+    ) -> Result<Self, CoreError> {
         if id == 0 {
             return Err(CoreError::ZeroId);
-        }
-        let mut voters = voters.to_vec();
-        voters.sort_unstable();
-        voters.dedup();
-        if !voters.contains(&id) {
-            return Err(CoreError::NotAVoter { id, voters });
         }
         config.validate()?;
         let (base_index, base_term) = snapshot.unwrap_or((0, 0));
@@ -284,11 +309,21 @@ impl RaftCore {
                 });
             }
         }
+        let mut memberships = MembershipLog::new(base_index, membership);
+        for e in &recovered.entries {
+            if e.kind == EntryKind::ConfChange {
+                let m = Membership::decode(&e.data).map_err(|why| CoreError::BadConfiguration {
+                    index: e.index,
+                    why,
+                })?;
+                memberships.push(e.index, m);
+            }
+        }
         let log = RaftLog::with_snapshot(base_index, base_term, recovered.entries);
         let hs = recovered.hard_state;
         let mut core = RaftCore {
             id,
-            voters,
+            membership: memberships,
             heartbeat_ticks: config.heartbeat_ticks(),
             election_ticks_min: config.election_ticks_min(),
             election_ticks_max: config.election_ticks_max(),
@@ -353,8 +388,27 @@ impl RaftCore {
         self.id
     }
 
+    /// The voters of the configuration in force (§4.1: the latest in the
+    /// log, committed or not).
     pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+        self.membership.current().voters()
+    }
+
+    /// The learners of the configuration in force (§4.2.1).
+    pub fn learners(&self) -> &[NodeId] {
+        self.membership.current().learners()
+    }
+
+    /// The configuration in force, and the index of the entry that made it
+    /// (the snapshot's or 0 if none did).
+    pub fn membership(&self) -> (&Membership, LogIndex) {
+        (self.membership.current(), self.membership.current_index())
+    }
+
+    /// The configuration in force at `index` (what a snapshot taken there
+    /// must hold).
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.membership.at(index)
     }
 
     pub fn state(&self) -> RaftState {
@@ -441,7 +495,7 @@ impl RaftCore {
     /// not vote agrees to nothing: it forgot its term, so it may have
     /// acknowledged a deposed leader (`AppendEntriesReply::voter`).
     fn voters_agree(&self, agrees: impl Fn(&Progress) -> bool) -> bool {
-        quorum::has_majority(&self.voters, |id| {
+        quorum::has_majority(self.voters(), |id| {
             id == self.id || self.progress.get(&id).is_some_and(|p| p.voter && agrees(p))
         })
     }
@@ -450,7 +504,7 @@ impl RaftCore {
     /// `own` for this leader and `value` of a follower's `Progress` (0 for a
     /// follower that may not vote, as in [`RaftCore::voters_agree`]).
     fn voters_agreed_value(&self, own: u64, value: impl Fn(&Progress) -> u64) -> u64 {
-        quorum::agreed_value(&self.voters, |id| {
+        quorum::agreed_value(self.voters(), |id| {
             if id == self.id {
                 return own;
             }
@@ -458,9 +512,18 @@ impl RaftCore {
         })
     }
 
+    /// Every other member, voter or learner: the servers a leader
+    /// replicates to and a candidate asks (learners' votes count for
+    /// nothing, but a learner promoted in a log it has not seen yet may be
+    /// asked anyway, and answering is harmless).
     fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
         let me = self.id;
-        self.voters.iter().copied().filter(move |&v| v != me)
+        let m = self.membership.current();
+        m.voters()
+            .iter()
+            .chain(m.learners())
+            .copied()
+            .filter(move |&v| v != me)
     }
 
     // ----- Inputs -----------------------------------------------------------
@@ -496,9 +559,11 @@ impl RaftCore {
 
     /// Handles a message from a peer.
     pub fn step(&mut self, msg: Message) {
-        // (The driver only steps requests from voters, so every request
-        // stepped here gets exactly one reply.)
-        if msg.to != self.id || !self.voters.contains(&msg.from) || msg.from == self.id {
+        // Any server may send: membership changes (§4) mean a request can
+        // come from a node this log does not list yet (a new leader whose
+        // configuration entry has not reached us) or any more. The term
+        // rules below are what keeps a stale or removed server harmless.
+        if msg.to != self.id || msg.from == self.id || msg.from == 0 {
             tracing::debug!(
                 id = self.id,
                 from = msg.from,

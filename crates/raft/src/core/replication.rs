@@ -81,8 +81,14 @@ impl RaftCore {
                 let match_index = a.prev_log_index + a.entries.len() as LogIndex;
                 if self.bugs.truncate_on_stale_append {
                     self.log.truncate_after_for_bug(a.prev_log_index);
+                    self.log_changed_from(a.prev_log_index + 1);
                 }
-                self.log.append_from_leader(a.entries);
+                let first_written = self.log.append_from_leader(a.entries);
+                if let Some(first) = first_written {
+                    // §4.1: configurations in what was cut off are gone;
+                    // those in what came in are in force now.
+                    self.log_changed_from(first);
+                }
                 self.persisted_index = self.persisted_index.min(self.log.unstable_from() - 1);
                 // Figure 2: "If leaderCommit > commitIndex, set commitIndex =
                 // min(leaderCommit, index of last new entry)".
@@ -373,6 +379,7 @@ impl RaftCore {
                     self.register_read(id);
                 }
             }
+            self.maybe_step_down_removed();
         }
     }
 }

@@ -26,7 +26,7 @@ impl RaftCore {
         from: NodeId,
         args: &InstallSnapshotArgs,
     ) -> SnapshotChunkVerdict {
-        if args.term < self.term || !self.voters.contains(&from) || from == self.id {
+        if args.term < self.term || from == self.id || from == 0 {
             return SnapshotChunkVerdict::Refuse { term: self.term };
         }
         if args.term > self.term || self.state != RaftState::Follower {
@@ -47,11 +47,26 @@ impl RaftCore {
     /// should `compact`), `Some(false)` when the log was discarded (the
     /// storage should `reset`), and `None` when the snapshot is older than
     /// what this node already committed (nothing changes).
-    pub fn restore_snapshot(&mut self, index: LogIndex, term: Term) -> Option<bool> {
+    ///
+    /// `membership` is the snapshot's configuration (§7: a snapshot holds
+    /// "the latest configuration as of the last included index"); it is in
+    /// force unless a kept suffix of the log has a later one.
+    pub fn restore_snapshot(
+        &mut self,
+        index: LogIndex,
+        term: Term,
+        membership: Membership,
+    ) -> Option<bool> {
         if index <= self.commit_index {
             return None;
         }
         let kept = self.log.restore(index, term);
+        if kept {
+            self.membership.compact(index);
+        } else {
+            self.membership.reset(index, membership);
+        }
+        self.membership_changed();
         self.commit_index = index;
         self.applied_index = index;
         self.persisted_index = if kept {
@@ -69,7 +84,11 @@ impl RaftCore {
         if index > self.applied_index || index > self.persisted_index {
             return false;
         }
-        self.log.compact(index)
+        let compacted = self.log.compact(index);
+        if compacted {
+            self.membership.compact(index);
+        }
+        compacted
     }
 
     /// The leader's snapshot transfer to `peer` ended. On success the

@@ -32,7 +32,7 @@ use std::collections::VecDeque;
 pub use self::clients::ClientError;
 use self::clients::Waiters;
 
-use crate::core::{Event, RaftCore, ReadState, Ready, SnapshotChunkVerdict};
+use crate::core::{Event, Membership, RaftCore, ReadState, Ready, SnapshotChunkVerdict};
 use crate::message::{InstallSnapshotArgs, Message};
 use crate::state_machine::StateMachine;
 use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, Term};
@@ -363,7 +363,9 @@ impl<M: StateMachine, W> Driver<M, W> {
             }
             let output = match entry.kind {
                 EntryKind::Normal => Some(self.state_machine.apply(entry.index, &entry.data)),
-                EntryKind::Noop => None,
+                // Raft's own entries: a configuration is in force from the
+                // moment it is appended (§4.1), not applied.
+                EntryKind::Noop | EntryKind::ConfChange => None,
             };
             self.last_applied = entry.index;
             self.applied_since_snapshot.0 += 1;
@@ -500,6 +502,7 @@ impl<M: StateMachine, W> Driver<M, W> {
         &mut self,
         index: LogIndex,
         term: Term,
+        membership: Membership,
         image: &mut dyn std::io::Read,
     ) -> std::io::Result<bool> {
         if index <= self.core.commit_index() {
@@ -508,7 +511,7 @@ impl<M: StateMachine, W> Driver<M, W> {
         self.state_machine.restore(image)?;
         // Checked above: the snapshot is ahead of the commit index, so the
         // core takes it.
-        let Some(kept) = self.core.restore_snapshot(index, term) else {
+        let Some(kept) = self.core.restore_snapshot(index, term, membership) else {
             return Ok(false);
         };
         self.issued += 1;

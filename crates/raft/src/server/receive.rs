@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::RaftServer;
-use crate::core::SnapshotChunkVerdict;
+use crate::core::{Membership, SnapshotChunkVerdict};
 use crate::message::{InstallSnapshotArgs, InstallSnapshotReply, Rpc};
 use crate::node::{ReplySlot, SnapshotChunk};
 use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
@@ -215,7 +215,14 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         }
         let installed = self
             .node
-            .install_snapshot(meta.last_index, meta.last_term, &mut &image[..])
+            .install_snapshot(
+                meta.last_index,
+                meta.last_term,
+                // The snapshot file holds the voters at its index (the
+                // file format does not carry learners yet: issue 15).
+                Membership::new(&meta.voters, &[]),
+                &mut &image[..],
+            )
             .map_err(|e| {
                 StorageError::Invalid(format!(
                     "the state machine could not restore the snapshot at index {}: {e}",

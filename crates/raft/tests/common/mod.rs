@@ -106,6 +106,9 @@ pub struct Cluster {
     pub safety_violations: Vec<String>,
     /// `(leader, follower)` for each snapshot transfer a leader asked for.
     pub snapshot_requests: Vec<(NodeId, NodeId)>,
+    /// The voters the cluster was bootstrapped with; nodes added later start
+    /// knowing no one (`add_node`).
+    bootstrap: Vec<NodeId>,
     seed: u64,
 }
 
@@ -131,6 +134,7 @@ impl Cluster {
             applied_terms: BTreeMap::new(),
             safety_violations: Vec::new(),
             snapshot_requests: Vec::new(),
+            bootstrap: ids.clone(),
             seed,
         };
         for id in ids {
@@ -145,10 +149,27 @@ impl Cluster {
         let disk = self.disks.get_mut(&id).expect("known node");
         let recovered = disk.recover().expect("memory storage recovers");
         let seed = self.seed.wrapping_mul(1000).wrapping_add(id);
-        let core =
-            RaftCore::new(id, &self.ids, self.config.clone(), recovered, seed).expect("valid core");
+        let membership = if self.bootstrap.contains(&id) {
+            raft::Membership::new(&self.bootstrap, &[])
+        } else {
+            // A node that joins later knows no configuration until its
+            // leader sends one (thesis §4.2.1).
+            raft::Membership::default()
+        };
+        let core = RaftCore::start(id, membership, self.config.clone(), recovered, None, seed)
+            .expect("valid core");
         self.cores.insert(id, core);
         self.applied.insert(id, Vec::new());
+    }
+
+    /// A new, empty server `id` that knows no one, as `raftkv server --join`
+    /// starts one: it waits to be added (the cluster's leader must propose
+    /// it as a learner).
+    pub fn add_node(&mut self, id: NodeId) {
+        assert!(!self.ids.contains(&id), "node {id} exists");
+        self.ids.push(id);
+        self.disks.insert(id, MemoryStorage::new());
+        self.start(id);
     }
 
     pub fn core(&self, id: NodeId) -> &RaftCore {

@@ -683,7 +683,10 @@ impl World {
         }
         let kept_before = driver.core().term_at(snap.index) == Some(snap.term);
         let mut image = snap.image();
-        match driver.install_snapshot(snap.index, snap.term, &mut image) {
+        // The simulated cluster's membership never changes (yet): the
+        // snapshot's configuration is the one in force at its index.
+        let membership = driver.core().membership_at(snap.index).clone();
+        match driver.install_snapshot(snap.index, snap.term, membership, &mut image) {
             Ok(true) => {}
             Ok(false) => return true,
             Err(e) => {

@@ -36,3 +36,22 @@ pub(crate) struct Progress {
     /// said it may not vote (see `AppendEntriesReply::voter`).
     pub(crate) voter: bool,
 }
+
+impl Progress {
+    /// A follower the leader knows nothing about yet: probe from
+    /// `next_index` (Figure 2: "initialized to leader last log index + 1").
+    pub(crate) fn new(next_index: LogIndex) -> Self {
+        Progress {
+            next_index,
+            match_index: 0,
+            probing: true,
+            inflight: Inflights::default(),
+            ticks_since_contact: 0,
+            ticks_since_ack: 0,
+            read_round: 0,
+            commit_told: 0,
+            snapshot_pending: None,
+            voter: true,
+        }
+    }
+}
