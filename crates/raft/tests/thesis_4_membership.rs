@@ -311,6 +311,6 @@ fn compaction_keeps_the_configuration_in_force() {
     assert!(c.core_mut(2).compact(applied));
     assert_eq!(c.core(2).learners(), &[4]);
     assert_eq!(c.core(2).membership_at(applied).learners(), &[4]);
-    // A restart from the compacted state still knows it.
+    // The configuration now stands as the base the compaction left.
     assert_eq!(c.core(2).membership().1, applied);
 }
