@@ -50,6 +50,7 @@ pub fn narrate(out: &mut String) -> Res<()> {
         last_log_index: 1,
         last_log_term: 1,
         pre_vote: false,
+        leadership_transfer: false,
     };
 
     // -- 1. Move versus borrow ------------------------------------------------

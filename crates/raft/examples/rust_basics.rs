@@ -61,6 +61,7 @@ pub fn narrate(out: &mut String) -> std::fmt::Result {
         last_log_index: 1,
         last_log_term: 3,
         pre_vote: false,
+        leadership_transfer: false,
     });
     // `match` takes the data back out; `if` guards refine a pattern.
     match &rpc {

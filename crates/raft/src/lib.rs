@@ -40,7 +40,7 @@ pub use crate::config::{ConfigError, RaftConfig};
 pub use crate::core::BugSwitches;
 pub use crate::core::{
     ConfChange, ConfChangeError, CoreError, Event, Membership, MembershipError, NotLeader,
-    ProposeError, RaftCore, ReadState, Ready, SnapshotChunkVerdict,
+    ProposeError, RaftCore, ReadState, Ready, SnapshotChunkVerdict, TransferError,
 };
 pub use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
 pub use crate::incarnation::{IncarnationBook, PeerRecord, PeerVerdict, VoteRight};
@@ -48,7 +48,7 @@ pub use crate::list_state_machine::{ListOutput, ListStateMachine};
 pub use crate::log_writer::WriteDone;
 pub use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
-    RequestVoteArgs, RequestVoteReply, Rpc,
+    RequestVoteArgs, RequestVoteReply, Rpc, TimeoutNowArgs, TimeoutNowReply,
 };
 pub use crate::node::{
     DiskMode, NodeInbox, Output, PeerEvent, RaftNode, Reply, ReplySlot, SnapshotChunk,

@@ -17,6 +17,12 @@ pub struct RequestVoteArgs {
     pub last_log_term: Term,
     /// A pre-vote changes no state on the receiver.
     pub pre_vote: bool,
+    /// Thesis §3.10: the leader asked this candidate to campaign
+    /// (`TimeoutNow`), so receivers vote although they heard from that
+    /// leader recently (the §4.2.3 abstention is against disruptive
+    /// servers, not this one).
+    #[serde(default)]
+    pub leadership_transfer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -99,6 +105,21 @@ pub struct InstallSnapshotReply {
     pub installed: bool,
 }
 
+/// Thesis §3.10, the last step of a leadership transfer: the leader tells
+/// the target, whose log is now as long as its own, to campaign at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNowArgs {
+    pub term: Term,
+    pub leader_id: NodeId,
+}
+
+/// The answer to `TimeoutNow`: only its term matters (every request gets
+/// one reply).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimeoutNowReply {
+    pub term: Term,
+}
+
 /// The payload of a message between two servers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rpc {
@@ -108,6 +129,8 @@ pub enum Rpc {
     AppendEntriesReply(AppendEntriesReply),
     InstallSnapshot(InstallSnapshotArgs),
     InstallSnapshotReply(InstallSnapshotReply),
+    TimeoutNow(TimeoutNowArgs),
+    TimeoutNowReply(TimeoutNowReply),
 }
 
 impl Rpc {
@@ -120,6 +143,8 @@ impl Rpc {
             Rpc::AppendEntriesReply(r) => r.term,
             Rpc::InstallSnapshot(a) => a.term,
             Rpc::InstallSnapshotReply(r) => r.term,
+            Rpc::TimeoutNow(a) => a.term,
+            Rpc::TimeoutNowReply(r) => r.term,
         }
     }
 
@@ -127,7 +152,10 @@ impl Rpc {
     pub fn is_request(&self) -> bool {
         matches!(
             self,
-            Rpc::RequestVote(_) | Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_)
+            Rpc::RequestVote(_)
+                | Rpc::AppendEntries(_)
+                | Rpc::InstallSnapshot(_)
+                | Rpc::TimeoutNow(_)
         )
     }
 
@@ -142,6 +170,8 @@ impl Rpc {
             Rpc::AppendEntriesReply(_) => "AppendEntriesReply",
             Rpc::InstallSnapshot(_) => "InstallSnapshot",
             Rpc::InstallSnapshotReply(_) => "InstallSnapshotReply",
+            Rpc::TimeoutNow(_) => "TimeoutNow",
+            Rpc::TimeoutNowReply(_) => "TimeoutNowReply",
         }
     }
 }

@@ -209,6 +209,7 @@ fn vote_request(term: u64) -> Rpc {
         last_log_index: 0,
         last_log_term: 0,
         pre_vote: false,
+        leadership_transfer: false,
     })
 }
 

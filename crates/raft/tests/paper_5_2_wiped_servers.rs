@@ -66,6 +66,7 @@ fn a_server_that_may_not_vote_grants_no_pre_vote_and_never_campaigns() {
             last_log_index: 0,
             last_log_term: 0,
             pre_vote: true,
+            leadership_transfer: false,
         }),
     });
     assert!(!vote_granted(&mut s));

@@ -35,6 +35,7 @@ fn ask(c: &mut RaftCore, term: u64, last_index: u64, last_term: u64) -> bool {
             last_log_index: last_index,
             last_log_term: last_term,
             pre_vote: false,
+            leadership_transfer: false,
         }),
     });
     let rd = c.ready();

@@ -43,6 +43,7 @@ fn a_pre_vote_is_refused_while_the_voter_hears_from_a_leader() {
             last_log_index: 100,
             last_log_term: term,
             pre_vote: true,
+            leadership_transfer: false,
         }),
     });
     let rd = cl.core_mut(2).ready();
@@ -142,6 +143,7 @@ fn with_check_quorum_a_request_vote_is_ignored_while_a_leader_is_known() {
             last_log_index: 100,
             last_log_term: term,
             pre_vote: false,
+            leadership_transfer: false,
         }),
     });
     assert_eq!(cl.core(2).term(), term, "§4.2.3: the term is not updated");

@@ -502,6 +502,8 @@ fn message_text(m: &Message) -> String {
         Rpc::InstallSnapshotReply(r) => {
             format!("InstallSnapshotReply term={} success={}", r.term, r.success)
         }
+        Rpc::TimeoutNow(a) => format!("TimeoutNow term={}", a.term),
+        Rpc::TimeoutNowReply(r) => format!("TimeoutNowReply term={}", r.term),
     };
     format!("{}→{} {body}", m.from, m.to)
 }

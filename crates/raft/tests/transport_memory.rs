@@ -27,6 +27,7 @@ fn vote_args(candidate: NodeId) -> RequestVoteArgs {
         last_log_index: 3,
         last_log_term: 2,
         pre_vote: false,
+        leadership_transfer: false,
     }
 }
 

@@ -109,6 +109,7 @@ fn vote(term: u64, candidate: NodeId) -> RequestVoteArgs {
         last_log_index: 7,
         last_log_term: 3,
         pre_vote: false,
+        leadership_transfer: false,
     }
 }
 

@@ -71,6 +71,8 @@ pub fn fmt_message(m: &Message) -> String {
             r.next_offset,
             if r.installed { ", installed" } else { "" }
         ),
+        Rpc::TimeoutNow(a) => format!("TimeoutNow(term {}, from leader {})", a.term, a.leader_id),
+        Rpc::TimeoutNowReply(r) => format!("TimeoutNowReply(term {})", r.term),
     };
     format!("n{} → n{} {}", m.from, m.to, body)
 }

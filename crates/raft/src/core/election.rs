@@ -9,6 +9,7 @@ use super::*;
 impl RaftCore {
     pub(super) fn tick_leader(&mut self) {
         self.heartbeat_elapsed += 1;
+        self.tick_transfer();
         for p in self.progress.values_mut() {
             p.ticks_since_contact = p.ticks_since_contact.saturating_add(1);
             p.ticks_since_ack = p.ticks_since_ack.saturating_add(1);
@@ -75,10 +76,20 @@ impl RaftCore {
             self.become_candidate();
             return;
         }
-        self.request_votes(self.term + 1, true);
+        self.request_votes(self.term + 1, true, false);
+    }
+
+    /// Thesis §3.10: `TimeoutNow` from the leader: campaign now, telling
+    /// the voters that this election was asked for.
+    pub(super) fn become_candidate_for_transfer(&mut self) {
+        self.start_election(true);
     }
 
     pub(super) fn become_candidate(&mut self) {
+        self.start_election(false);
+    }
+
+    fn start_election(&mut self, leadership_transfer: bool) {
         // §5.2: "increment currentTerm, vote for self, reset election timer,
         // send RequestVote RPCs to all other servers".
         self.term += 1;
@@ -95,16 +106,17 @@ impl RaftCore {
             self.become_leader();
             return;
         }
-        self.request_votes(self.term, false);
+        self.request_votes(self.term, false, leadership_transfer);
     }
 
-    pub(super) fn request_votes(&mut self, term: Term, pre_vote: bool) {
+    pub(super) fn request_votes(&mut self, term: Term, pre_vote: bool, leadership_transfer: bool) {
         let args = RequestVoteArgs {
             term,
             candidate_id: self.id,
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
             pre_vote,
+            leadership_transfer,
         };
         let peers: Vec<NodeId> = self.peers().collect();
         for peer in peers {
@@ -188,6 +200,7 @@ impl RaftCore {
         self.votes.clear();
         self.progress.clear();
         self.round_started.clear();
+        self.transfer = None;
         self.fail_pending_reads();
         self.reset_election_timer();
         if was_leader {

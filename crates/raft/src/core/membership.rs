@@ -240,6 +240,9 @@ pub enum MembershipError {
     /// may not know whether an earlier change is committed.
     #[error("the leader has not committed an entry of its term yet; retry shortly")]
     LeaderNotReady,
+    /// Thesis §3.10: leadership is being handed over; ask the new leader.
+    #[error("leadership is being transferred to node {target}")]
+    Transferring { target: NodeId },
     #[error(transparent)]
     Invalid(#[from] ConfChangeError),
 }
@@ -259,6 +262,9 @@ impl RaftCore {
             return Err(MembershipError::NotLeader {
                 leader_hint: self.leader_id,
             });
+        }
+        if let Some(t) = self.transfer {
+            return Err(MembershipError::Transferring { target: t.target });
         }
         let pending = self.membership.current_index();
         if pending > self.commit_index {

@@ -27,6 +27,7 @@ mod read_only;
 mod replication;
 mod snapshot;
 mod tracker;
+mod transfer;
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -36,7 +37,7 @@ use crate::config::{ConfigError, RaftConfig};
 use crate::log::RaftLog;
 use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply, Message,
-    RequestVoteArgs, RequestVoteReply, Rpc,
+    RequestVoteArgs, RequestVoteReply, Rpc, TimeoutNowReply,
 };
 use crate::types::{
     EntryKind, HardState, LogEntry, LogIndex, NodeId, RaftState, RecoveredState, Term,
@@ -45,6 +46,8 @@ use crate::types::{
 use self::membership::MembershipLog;
 pub use self::membership::{ConfChange, ConfChangeError, Membership, MembershipError};
 use self::tracker::Progress;
+use self::transfer::Transfer;
+pub use self::transfer::TransferError;
 
 /// Why a read was refused, or a proposal: this node does not lead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -63,6 +66,10 @@ pub enum ProposeError {
     /// on every node, leader or not: retrying cannot help.
     #[error("command of {size} bytes is over the {limit}-byte entry limit")]
     TooLarge { size: usize, limit: usize },
+    /// Thesis §3.10: leadership is being handed to `target`; retry there
+    /// shortly (or here, if the transfer times out).
+    #[error("leadership is being transferred to node {target}")]
+    Transferring { target: NodeId },
 }
 
 /// Why a core could not be built.
@@ -190,6 +197,8 @@ pub struct RaftCore {
     id: NodeId,
     /// The configurations the log holds; the latest is in force (§4.1).
     membership: MembershipLog,
+    /// Leader: a leadership transfer under way (thesis §3.10).
+    transfer: Option<Transfer>,
     config: RaftConfig,
     heartbeat_ticks: u64,
     election_ticks_min: u64,
@@ -324,6 +333,7 @@ impl RaftCore {
         let mut core = RaftCore {
             id,
             membership: memberships,
+            transfer: None,
             heartbeat_ticks: config.heartbeat_ticks(),
             election_ticks_min: config.election_ticks_min(),
             election_ticks_max: config.election_ticks_max(),
@@ -582,7 +592,9 @@ impl RaftCore {
                 Rpc::RequestVote(a) if a.pre_vote => {}
                 // A granted pre-vote reply carries the term that was asked about.
                 Rpc::RequestVoteReply(r) if r.pre_vote && r.vote_granted => {}
-                Rpc::RequestVote(a) if self.config.check_quorum && self.in_lease() => {
+                Rpc::RequestVote(a)
+                    if self.config.check_quorum && self.in_lease() && !a.leadership_transfer =>
+                {
                     // Thesis §4.2.3: a server that has heard from a current
                     // leader within the minimum election timeout neither
                     // updates its term nor grants its vote: a removed or
@@ -597,7 +609,7 @@ impl RaftCore {
                     self.send_after_persist(from, Rpc::RequestVoteReply(reply));
                     return;
                 }
-                Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_) => {
+                Rpc::AppendEntries(_) | Rpc::InstallSnapshot(_) | Rpc::TimeoutNow(_) => {
                     self.become_follower(msg_term, Some(from))
                 }
                 _ => self.become_follower(msg_term, None),
@@ -627,6 +639,10 @@ impl RaftCore {
                     let reply = self.snapshot_reply(false, false);
                     self.send_after_persist(from, Rpc::InstallSnapshotReply(reply));
                 }
+                Rpc::TimeoutNow(_) => {
+                    let reply = TimeoutNowReply { term: self.term };
+                    self.send_after_persist(from, Rpc::TimeoutNowReply(reply));
+                }
                 // Replies from an earlier term answer questions nobody is asking.
                 _ => {}
             }
@@ -646,9 +662,17 @@ impl RaftCore {
                 let reply = self.snapshot_reply(false, false);
                 self.send_after_persist(from, Rpc::InstallSnapshotReply(reply));
             }
+            Rpc::TimeoutNow(_) => {
+                self.handle_timeout_now(from);
+                // Sent after the campaign's term and self-vote are durable,
+                // like its RequestVotes.
+                let reply = TimeoutNowReply { term: self.term };
+                self.send_after_persist(from, Rpc::TimeoutNowReply(reply));
+            }
             // Only the term of these matters (handled above); the transfer's
-            // outcome arrives through `snapshot_sent`.
-            Rpc::InstallSnapshotReply(_) => {}
+            // outcome arrives through `snapshot_sent`, and a transfer ends
+            // when the target leads (its higher term reaches us).
+            Rpc::InstallSnapshotReply(_) | Rpc::TimeoutNowReply(_) => {}
         }
     }
 

@@ -53,6 +53,11 @@ impl RaftCore {
         if !self.config.lease_reads || self.state != RaftState::Leader {
             return false;
         }
+        // Thesis §3.10: after `TimeoutNow` the voters may elect the target
+        // at any moment, abstention or not: no lease.
+        if self.transfer.is_some_and(|t| t.timeout_now_sent) {
+            return false;
+        }
         let Some(acked) = self.quorum_read_round() else {
             return false;
         };

@@ -29,6 +29,11 @@ impl RaftCore {
                 leader_hint: self.leader_id,
             });
         }
+        // Thesis §3.10 step 1: no new requests while handing over, so the
+        // target can catch up with a log that stops growing.
+        if let Some(t) = self.transfer {
+            return Err(ProposeError::Transferring { target: t.target });
+        }
         let index = self.log.last_index() + 1;
         self.log.append(LogEntry::new(self.term, index, data));
         self.need_broadcast = true;
@@ -179,6 +184,7 @@ impl RaftCore {
             let m = p.match_index;
             p.inflight.free_to(m);
             self.maybe_commit();
+            self.maybe_send_timeout_now(from);
         } else if r.rejected_prev_index > p.match_index {
             // §5.3: "After a rejection, the leader decrements nextIndex and
             // retries" — using the fast-backup hint to skip a term at a time.

@@ -51,6 +51,11 @@ impl From<ProposeError> for ClientError {
         match e {
             ProposeError::NotLeader { leader_hint } => ClientError::NotLeader { leader_hint },
             ProposeError::TooLarge { size, limit } => ClientError::TooLarge { size, limit },
+            // Thesis §3.10: nothing was proposed; the target is about to
+            // lead, so that is where to retry.
+            ProposeError::Transferring { target } => ClientError::NotLeader {
+                leader_hint: Some(target),
+            },
         }
     }
 }

@@ -47,6 +47,7 @@ pub fn request_vote(
             last_log_index,
             last_log_term,
             pre_vote: false,
+            leadership_transfer: false,
         }),
     }
 }
