@@ -32,7 +32,10 @@ use std::collections::VecDeque;
 pub use self::clients::ClientError;
 use self::clients::Waiters;
 
-use crate::core::{Event, Membership, RaftCore, ReadState, Ready, SnapshotChunkVerdict};
+use crate::core::{
+    ConfChange, Event, Membership, MembershipError, RaftCore, ReadState, Ready,
+    SnapshotChunkVerdict, TransferError,
+};
 use crate::message::{InstallSnapshotArgs, Message};
 use crate::state_machine::StateMachine;
 use crate::types::{EntryKind, HardState, LogEntry, LogIndex, NodeId, Term};
@@ -225,6 +228,23 @@ impl<M: StateMachine, W> Driver<M, W> {
                 None
             }
         }
+    }
+
+    /// Leader: appends the configuration `change` makes (thesis §4.1; see
+    /// [`RaftCore::propose_conf_change`]). The caller learns that it is done
+    /// from the commit index (and the entry's term at that index), as for
+    /// any entry; nothing is answered here.
+    pub fn propose_conf_change(
+        &mut self,
+        change: &ConfChange,
+    ) -> Result<(LogIndex, Term), MembershipError> {
+        self.core.propose_conf_change(change)
+    }
+
+    /// Leader: starts handing leadership to `target` (thesis §3.10; see
+    /// [`RaftCore::transfer_leadership`]).
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
+        self.core.transfer_leadership(target)
     }
 
     /// A linearizable read (thesis §6.4): `waiter` is answered with the
