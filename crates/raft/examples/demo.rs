@@ -13,8 +13,8 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use raft::{
-    create_cluster, ClientError, ListOutput, ListStateMachine, MemoryStorage, NodeId, RaftConfig,
-    RaftHandle, RaftServer, RaftState, ServerParts,
+    create_cluster, ClientError, ListOutput, ListStateMachine, Membership, MemoryStorage, NodeId,
+    RaftConfig, RaftHandle, RaftServer, RaftState, ServerParts,
 };
 
 type Handle = RaftHandle<ListOutput>;
@@ -52,7 +52,7 @@ async fn demo(out: &mut String) -> DemoResult<()> {
     for (&id, (transport, incoming)) in ids.iter().zip(endpoints) {
         let (handle, _task) = RaftServer::spawn(ServerParts {
             id,
-            voters: ids.clone(),
+            membership: Membership::new(&ids, &[]),
             config: config.clone(),
             storage: Box::new(MemoryStorage::new()),
             transport,

@@ -54,7 +54,9 @@ pub use crate::node::{
     DiskMode, NodeInbox, Output, PeerEvent, RaftNode, Reply, ReplySlot, SnapshotChunk,
 };
 pub use crate::observer::{NoopObserver, Observer};
-pub use crate::server::{RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, Status};
+pub use crate::server::{
+    AdminError, RaftHandle, RaftServer, ServerError, ServerExtras, ServerParts, Status,
+};
 pub use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
 pub use crate::state_machine::{SnapshotWriter, StateMachine};
 pub use crate::storage::{MemoryStorage, RecoveredState, Storage, StorageError};

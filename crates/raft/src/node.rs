@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{Event, Membership, RaftCore, SnapshotChunkVerdict};
+use crate::core::{
+    ConfChange, Event, Membership, MembershipError, RaftCore, SnapshotChunkVerdict, TransferError,
+};
 use crate::driver::{ClientError, DiskOp, Driver, Effect, SnapshotRefusal};
 use crate::log_writer::{LogWriter, WriteDone};
 use crate::message::{InstallSnapshotArgs, Message, Rpc};
@@ -235,6 +237,19 @@ impl<T: Transport, M: StateMachine> RaftNode<T, M> {
     /// A linearizable read (thesis §6.4).
     pub fn read(&mut self, query: Vec<u8>, reply: Reply<M::Output>) {
         self.driver.read(query, reply);
+    }
+
+    /// Leader: appends a configuration change (thesis §4.1).
+    pub fn propose_conf_change(
+        &mut self,
+        change: &ConfChange,
+    ) -> Result<(LogIndex, Term), MembershipError> {
+        self.driver.propose_conf_change(change)
+    }
+
+    /// Leader: starts a leadership transfer to `target` (thesis §3.10).
+    pub fn transfer_leadership(&mut self, target: NodeId) -> Result<(), TransferError> {
+        self.driver.transfer_leadership(target)
     }
 
     pub fn set_may_vote(&mut self, may_vote: bool) {

@@ -11,20 +11,28 @@
 //!
 //! ```text
 //! offset 0                                             all integers little-endian
-//! +----------+-------------+----------------+---------------+-----------------+
-//! | magic    | version u32 | last_index u64 | last_term u64 | voter count u32 |
-//! | RAFTSNP1 | (1)         |                |               | (k)             |
-//! +----------+-------------+----------------+---------------+-----------------+
-//! | voters: k times u64                                                      |  header:
-//! +--------------------------------------------------------------------------+  32 + 8k bytes
-//! | body: the state machine's image, `body length` bytes, opaque to Raft      |
-//! +----------------------------+---------------------------------------------+
-//! | body length u64            | crc u32: CRC32C of every byte before it     |  trailer:
-//! +----------------------------+---------------------------------------------+  12 bytes
+//! +----------+-------------+----------------+---------------+------------------+
+//! | magic    | version u32 | last_index u64 | last_term u64 | config length u32|
+//! | RAFTSNP1 | (2)         |                |               | (k)              |
+//! +----------+-------------+----------------+---------------+------------------+
+//! | configuration: k bytes, `Membership::encode` (voters, learners, addresses) |  header:
+//! +----------------------------------------------------------------------------+  32 + k bytes
+//! | body: the state machine's image, `body length` bytes, opaque to Raft        |
+//! +----------------------------+-----------------------------------------------+
+//! | body length u64            | crc u32: CRC32C of every byte before it       |  trailer:
+//! +----------------------------+-----------------------------------------------+  12 bytes
 //! ```
 //!
-//! A file is valid when it starts with the magic and version 1, its length is
-//! exactly header + body + trailer, and the checksum matches. Files are named
+//! The configuration is the one in force at `last_index` (thesis §4.1 and
+//! §7: the log entries that held it are gone once the log is compacted, so
+//! the snapshot must carry it, learners and addresses included). Format 1,
+//! which snapshots written before membership changes used, had the voter
+//! count at offset 28 and then 8 bytes per voter; it is still read (as a
+//! configuration of those voters, no learners, no addresses) and never
+//! written.
+//!
+//! A file is valid when it starts with the magic and a known version, its
+//! length is exactly header + body + trailer, and the checksum matches. Files are named
 //! `snap-{last_index:020}-{last_term:020}.snap`, so names sort by index (then
 //! term); the name must agree with the header. Temporary files end in `.tmp`.
 //!
@@ -88,18 +96,26 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::Membership;
 use crate::storage::StorageError;
 use crate::storage_file::{corruption, create_dir, io_error, sync_dir};
 use crate::types::{LogIndex, NodeId, Term};
 
 const MAGIC: [u8; 8] = *b"RAFTSNP1";
-const FORMAT_VERSION: u32 = 1;
-/// Magic, version, last_index, last_term and voter count.
+/// The format written: the header holds the whole configuration.
+const FORMAT_VERSION: u32 = 2;
+/// The first format: the header held the voters only. Read, never written.
+const FORMAT_VOTERS_ONLY: u32 = 1;
+/// Magic, version, last_index, last_term and the configuration's length
+/// (format 2) or voter count (format 1).
 const FIXED_HEADER_LEN: u64 = 32;
 const VERSION_AT: u64 = 8;
 const LAST_INDEX_AT: u64 = 12;
 const LAST_TERM_AT: u64 = 20;
-const VOTER_COUNT_AT: u64 = 28;
+const CONFIG_LEN_AT: u64 = 28;
+/// A configuration bigger than this is not one (a corrupt length field is
+/// refused before anything is allocated for it).
+const MAX_CONFIG_LEN: u32 = 1 << 20;
 /// Body length and CRC.
 const TRAILER_LEN: u64 = 12;
 const SNAPSHOT_EXT: &str = "snap";
@@ -109,12 +125,12 @@ const IO_CHUNK: usize = 64 * 1024;
 
 /// What a snapshot stands for: the state machine after applying every entry
 /// up to and including `last_index` (whose term is `last_term`), and the
-/// cluster's voters at that point.
+/// cluster's configuration at that point (thesis §4.1, §7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     pub last_index: LogIndex,
     pub last_term: Term,
-    pub voters: Vec<NodeId>,
+    pub membership: Membership,
 }
 
 /// The snapshot files of one node, in one directory (see the module docs).
@@ -444,22 +460,23 @@ fn write_file(
 }
 
 fn encode_header(meta: &SnapshotMeta) -> Result<Vec<u8>, StorageError> {
-    let count = u32::try_from(meta.voters.len())
-        .map_err(|_| StorageError::Invalid("too many voters for a snapshot".into()))?;
-    if meta.voters.contains(&0) {
+    if meta.membership.members().contains(&0) {
         return Err(StorageError::Invalid(
-            "voter id 0 is not a node id".to_string(),
+            "node id 0 is not a node id".to_string(),
         ));
     }
-    let mut buf = Vec::with_capacity(FIXED_HEADER_LEN as usize + 8 * meta.voters.len());
+    let config = meta.membership.encode();
+    let len = u32::try_from(config.len())
+        .ok()
+        .filter(|&n| n <= MAX_CONFIG_LEN)
+        .ok_or_else(|| StorageError::Invalid("configuration too large for a snapshot".into()))?;
+    let mut buf = Vec::with_capacity(FIXED_HEADER_LEN as usize + config.len());
     buf.extend_from_slice(&MAGIC);
     buf.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     buf.extend_from_slice(&meta.last_index.to_le_bytes());
     buf.extend_from_slice(&meta.last_term.to_le_bytes());
-    buf.extend_from_slice(&count.to_le_bytes());
-    for voter in &meta.voters {
-        buf.extend_from_slice(&voter.to_le_bytes());
-    }
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&config);
     Ok(buf)
 }
 
@@ -486,17 +503,29 @@ fn verify_file(file: &File, path: &Path) -> Result<Layout, StorageError> {
         return Err(corruption(path, 0, "not a snapshot file (bad magic)"));
     }
     let version = le_u32(&fixed, VERSION_AT);
-    if version != FORMAT_VERSION {
-        let reason = format!("unsupported snapshot format version {version}");
-        return Err(corruption(path, VERSION_AT, reason));
-    }
-    let body_at = header_len(le_u32(&fixed, VOTER_COUNT_AT));
+    let counted = le_u32(&fixed, CONFIG_LEN_AT);
+    let body_at = match version {
+        FORMAT_VERSION if counted <= MAX_CONFIG_LEN => FIXED_HEADER_LEN + u64::from(counted),
+        FORMAT_VERSION => {
+            let reason = format!("a {counted}-byte configuration is not one");
+            return Err(corruption(path, CONFIG_LEN_AT, reason));
+        }
+        FORMAT_VOTERS_ONLY => FIXED_HEADER_LEN + 8 * u64::from(counted),
+        _ => {
+            let reason = format!("unsupported snapshot format version {version}");
+            return Err(corruption(path, VERSION_AT, reason));
+        }
+    };
     let body_len = check_length(file, path, len, body_at)?;
     check_crc(file, path, len)?;
+    let membership = match version {
+        FORMAT_VOTERS_ONLY => Membership::new(&read_voters(file, path, body_at)?, &[]),
+        _ => read_membership(file, path, body_at)?,
+    };
     let meta = SnapshotMeta {
         last_index: le_u64(&fixed, LAST_INDEX_AT),
         last_term: le_u64(&fixed, LAST_TERM_AT),
-        voters: read_voters(file, path, body_at)?,
+        membership,
     };
     check_name(path, &meta)?;
     Ok(Layout {
@@ -506,17 +535,13 @@ fn verify_file(file: &File, path: &Path) -> Result<Layout, StorageError> {
     })
 }
 
-fn header_len(voter_count: u32) -> u64 {
-    FIXED_HEADER_LEN + 8 * u64::from(voter_count)
-}
-
 /// Checks that the file is exactly header + body + trailer long, as a torn
 /// (cut-off) file is not; returns the body length.
 fn check_length(file: &File, path: &Path, len: u64, body_at: u64) -> Result<u64, StorageError> {
     let trailer_at = len - TRAILER_LEN;
     if body_at > trailer_at {
         let reason = format!("header of {body_at} bytes does not fit in a {len}-byte file");
-        return Err(corruption(path, VOTER_COUNT_AT, reason));
+        return Err(corruption(path, CONFIG_LEN_AT, reason));
     }
     let body_len = u64::from_le_bytes(read_array(file, path, trailer_at)?);
     if body_at.checked_add(body_len) != Some(trailer_at) {
@@ -548,8 +573,26 @@ fn check_crc(file: &File, path: &Path, len: u64) -> Result<(), StorageError> {
     }
 }
 
+/// Reads the configuration between the fixed header and `body_at` (already
+/// checked to lie within the file; format 2).
+fn read_membership(file: &File, path: &Path, body_at: u64) -> Result<Membership, StorageError> {
+    let mut bytes = vec![0u8; (body_at - FIXED_HEADER_LEN) as usize];
+    let read = file.read_exact_at(&mut bytes, FIXED_HEADER_LEN);
+    read.map_err(io_error(path))?;
+    let membership = Membership::decode(&bytes)
+        .map_err(|why| corruption(path, FIXED_HEADER_LEN, format!("configuration: {why}")))?;
+    match membership.members().contains(&0) {
+        false => Ok(membership),
+        true => Err(corruption(
+            path,
+            FIXED_HEADER_LEN,
+            "node id 0 is not a node id",
+        )),
+    }
+}
+
 /// Reads the voter ids between the fixed header and `body_at` (already
-/// checked to lie within the file).
+/// checked to lie within the file; format 1).
 fn read_voters(file: &File, path: &Path, body_at: u64) -> Result<Vec<NodeId>, StorageError> {
     let mut bytes = vec![0u8; (body_at - FIXED_HEADER_LEN) as usize];
     let read = file.read_exact_at(&mut bytes, FIXED_HEADER_LEN);

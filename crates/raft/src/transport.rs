@@ -6,6 +6,7 @@ use std::future::Future;
 use thiserror::Error;
 use tokio::sync::oneshot;
 
+use crate::core::Membership;
 use crate::message::{
     AppendEntriesArgs, AppendEntriesReply, InstallSnapshotArgs, InstallSnapshotReply,
     RequestVoteArgs, RequestVoteReply, Rpc,
@@ -47,6 +48,14 @@ pub trait Transport: Send + Sync + 'static {
         to: NodeId,
         request: Rpc,
     ) -> impl Future<Output = Result<Rpc, TransportError>> + Send;
+
+    /// The configuration in force changed (thesis §4.1: a new entry was
+    /// appended, or a truncation or a snapshot brought back another). A
+    /// transport that dials by address learns new members' addresses here
+    /// and may forget removed ones; the default does nothing.
+    fn members_changed(&self, membership: &Membership) {
+        let _ = membership;
+    }
 }
 
 /// Typed calls on any [`Transport`], for tests and tools: each wraps its

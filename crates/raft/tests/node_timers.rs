@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use raft::{
-    InMemoryNetwork, InMemoryTransport, IncomingRpc, ListOutput, ListStateMachine, MemoryStorage,
-    NodeId, RaftConfig, RaftHandle, RaftServer, RaftState, Rpc, ServerError, ServerParts, Status,
-    Transport, TransportError,
+    InMemoryNetwork, InMemoryTransport, IncomingRpc, ListOutput, ListStateMachine, Membership,
+    MemoryStorage, NodeId, RaftConfig, RaftHandle, RaftServer, RaftState, Rpc, ServerError,
+    ServerParts, Status, Transport, TransportError,
 };
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -32,7 +32,7 @@ fn spawn_server<T: Transport>(
 ) -> (RaftHandle<ListOutput>, Task) {
     RaftServer::spawn(ServerParts {
         id,
-        voters: voters.to_vec(),
+        membership: Membership::new(voters, &[]),
         config,
         storage: Box::new(MemoryStorage::new()),
         transport,

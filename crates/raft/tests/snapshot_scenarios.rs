@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use raft::{
-    FileStorage, InMemoryNetwork, ListOutput, ListStateMachine, NodeId, RaftConfig, RaftHandle,
-    RaftServer, RaftState, ServerError, ServerExtras, ServerParts, SnapshotStore,
+    FileStorage, InMemoryNetwork, ListOutput, ListStateMachine, Membership, NodeId, RaftConfig,
+    RaftHandle, RaftServer, RaftState, ServerError, ServerExtras, ServerParts, SnapshotStore,
 };
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
@@ -57,7 +57,7 @@ impl Cluster {
         let (handle, task) = RaftServer::spawn_with(
             ServerParts {
                 id,
-                voters: self.voters.clone(),
+                membership: Membership::new(&self.voters, &[]),
                 config: self.config.clone(),
                 storage: Box::new(storage),
                 transport,
@@ -262,7 +262,7 @@ fn write_snapshot(store: &SnapshotStore, index: u64, items: u64) {
     let meta = SnapshotMeta {
         last_index: index,
         last_term: 1,
-        voters: vec![1],
+        membership: Membership::new(&[1], &[]),
     };
     store
         .write(&meta, &mut |out| image.write_to(out))
@@ -279,7 +279,7 @@ fn single(
     RaftServer::spawn_with(
         ServerParts {
             id: 1,
-            voters: vec![1],
+            membership: Membership::new(&[1], &[]),
             config: config(0),
             storage: Box::new(storage),
             transport,

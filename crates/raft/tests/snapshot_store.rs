@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use common::corruption;
-use raft::{SnapshotMeta, SnapshotStore, StorageError};
+use raft::{Membership, SnapshotMeta, SnapshotStore, StorageError};
 
 // ---- Helpers ----------------------------------------------------------------
 
@@ -16,8 +16,13 @@ fn meta(last_index: u64, last_term: u64) -> SnapshotMeta {
     SnapshotMeta {
         last_index,
         last_term,
-        voters: vec![1, 2, 3],
+        membership: Membership::new(&[1, 2, 3], &[]),
     }
+}
+
+/// Bytes of the header before the body: 32 fixed, then the configuration.
+fn header_len(meta: &SnapshotMeta) -> u64 {
+    32 + meta.membership.encode().len() as u64
 }
 
 /// Deterministic body bytes: `len` bytes that differ per seed and position.
@@ -116,13 +121,13 @@ fn write_then_latest_returns_it_and_the_body_reads_back() {
     let m = SnapshotMeta {
         last_index: 1234,
         last_term: 7,
-        voters: vec![1, 2, 5],
+        membership: Membership::new(&[1, 2, 5], &[]),
     };
     let path = write(&store, &m, &image);
     let name = "snap-00000000000000001234-00000000000000000007.snap";
     assert_eq!(path.file_name().unwrap(), name);
     assert_eq!(files(store.dir()), [name], "no temp file is left behind");
-    let header = 32 + 8 * 3;
+    let header = header_len(&m);
     assert_eq!(fs::metadata(&path).unwrap().len(), header + (5 << 20) + 12);
 
     assert_eq!(store.latest().unwrap(), Some((m.clone(), path.clone())));
@@ -137,7 +142,7 @@ fn write_then_latest_returns_it_and_the_body_reads_back() {
     let empty = SnapshotMeta {
         last_index: 2000,
         last_term: 8,
-        voters: vec![],
+        membership: Membership::default(),
     };
     let path2 = write(&store, &empty, &[]);
     assert_eq!(
@@ -164,17 +169,82 @@ fn a_failing_body_writer_leaves_no_file() {
 }
 
 #[test]
-fn a_voter_id_of_zero_is_refused() {
+fn a_node_id_of_zero_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(dir.path()).unwrap();
     let bad = SnapshotMeta {
         last_index: 1,
         last_term: 1,
-        voters: vec![1, 0],
+        membership: Membership::new(&[1, 0], &[]),
     };
     let result = store.write(&bad, &mut |_: &mut dyn Write| Ok(()));
     assert!(matches!(result, Err(StorageError::Invalid(_))));
     assert_eq!(files(dir.path()), Vec::<String>::new());
+}
+
+/// Thesis §4.1 and §7: once the log is compacted, the snapshot is the only
+/// place the configuration at its index is kept, so it holds all of it.
+#[test]
+fn a_snapshot_carries_the_whole_configuration_learners_and_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let mut membership = Membership::new(&[1, 2, 3], &[4]);
+    for id in 1..=4 {
+        membership.set_address(id, format!("10.0.0.{id}:7001"));
+    }
+    let m = SnapshotMeta {
+        last_index: 50,
+        last_term: 4,
+        membership,
+    };
+    let path = write(&store, &m, b"image");
+    assert_eq!(store.latest().unwrap(), Some((m.clone(), path.clone())));
+    let (read_meta, bytes) = read_body(&store, &path);
+    assert_eq!(read_meta.membership.learners(), &[4]);
+    assert_eq!(read_meta.membership.addresses()[&4], "10.0.0.4:7001");
+    assert_eq!((read_meta, bytes), (m, b"image".to_vec()));
+}
+
+/// Snapshots written before membership changes (format 1: the voters only)
+/// still restore, as a configuration of those voters.
+#[test]
+fn a_format_1_snapshot_reads_as_a_configuration_of_its_voters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SnapshotStore::open(dir.path()).unwrap();
+    let mut bytes = b"RAFTSNP1".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    bytes.extend_from_slice(&7u64.to_le_bytes());
+    bytes.extend_from_slice(&2u64.to_le_bytes());
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    for voter in [1u64, 2, 3] {
+        bytes.extend_from_slice(&voter.to_le_bytes());
+    }
+    bytes.extend_from_slice(b"old body");
+    bytes.extend_from_slice(&8u64.to_le_bytes());
+    let crc = crc32c::crc32c(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    let path = store
+        .dir()
+        .join("snap-00000000000000000007-00000000000000000002.snap");
+    fs::write(&path, &bytes).unwrap();
+    let expected = SnapshotMeta {
+        last_index: 7,
+        last_term: 2,
+        membership: Membership::new(&[1, 2, 3], &[]),
+    };
+    assert_eq!(
+        store.latest().unwrap(),
+        Some((expected.clone(), path.clone()))
+    );
+    assert_eq!(read_body(&store, &path), (expected, b"old body".to_vec()));
+    // A voter id of 0 in a format-1 header is refused, naming its offset.
+    bytes[32..40].copy_from_slice(&0u64.to_le_bytes());
+    let len = bytes.len();
+    let crc = crc32c::crc32c(&bytes[..len - 4]);
+    bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&path, &bytes).unwrap();
+    let (_, offset, text) = corruption(store.open_body(&path));
+    assert_eq!(offset, 32, "{text}");
 }
 
 // ---- Damage -------------------------------------------------------------------------
@@ -206,16 +276,16 @@ fn a_torn_newest_snapshot_is_skipped_and_the_previous_used() {
 fn a_corrupt_snapshot_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let store = SnapshotStore::open(dir.path()).unwrap();
-    let len = 32 + 24 + 50_000 + 12;
+    let len = header_len(&meta(30, 3)) + 50_000 + 12;
     // (byte to flip, offset the error names)
     for (flip_at, named) in [
         (0, 0),               // magic
         (8, 8),               // version
         (13, len - 4),        // last_index: only the checksum can tell
         (21, len - 4),        // last_term
-        (40, len - 4),        // a voter
-        (31, 28),             // voter count: the header no longer fits
-        (28, len - 12),       // voter count: the body no longer matches its length
+        (40, len - 4),        // the configuration (a voter's id)
+        (31, 28),             // configuration length: not a configuration's
+        (28, len - 12),       // configuration length: the body no longer matches
         (1000, len - 4),      // the body
         (len - 12, len - 12), // the recorded body length
         (len - 2, len - 4),   // the checksum itself

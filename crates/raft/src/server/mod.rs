@@ -5,6 +5,7 @@
 //! `Arc<Mutex<_>>`: the task is the only one that ever touches the core, so
 //! there is nothing to lock and no lock to hold across an `.await`.
 
+mod membership;
 mod receive;
 mod snapshots;
 
@@ -17,10 +18,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use self::membership::{ChangeReply, PendingChanges, TransferReply};
 use self::snapshots::{reconcile, restore_latest, Snapshots};
 use crate::clock::TickClock;
 use crate::config::RaftConfig;
-use crate::core::{CoreError, Event, RaftCore};
+use crate::core::{ConfChange, CoreError, Event, Membership, RaftCore};
 use crate::log_writer::WriteDone;
 use crate::message::Rpc;
 use crate::node::{DiskMode, NodeInbox, PeerEvent, RaftNode, Reply};
@@ -31,6 +33,7 @@ use crate::storage::{Storage, StorageError};
 use crate::transport::{IncomingRpc, Transport};
 use crate::types::{LogIndex, NodeId, RaftState, Term};
 
+pub use self::membership::AdminError;
 pub use crate::driver::ClientError;
 
 /// Why the server could not start or had to stop.
@@ -70,16 +73,36 @@ pub struct Status {
     pub lease_reads_served: u64,
     /// Whether this node may vote and campaign (`crate::incarnation`).
     pub may_vote: bool,
+    /// The configuration in force (thesis §4.1: the latest in the log).
+    pub membership: Arc<Membership>,
+    /// Leader: the target of a leadership transfer under way (§3.10).
+    pub transfer_target: Option<NodeId>,
 }
 
 /// The outcome of a queued command, once the server has it.
 pub type Pending<O> = oneshot::Receiver<Result<O, ClientError>>;
 
 enum Command<O> {
-    Submit { data: Vec<u8>, reply: Reply<O> },
-    Read { query: Vec<u8>, reply: Reply<O> },
-    Snapshot { reply: SnapshotReply },
+    Submit {
+        data: Vec<u8>,
+        reply: Reply<O>,
+    },
+    Read {
+        query: Vec<u8>,
+        reply: Reply<O>,
+    },
+    Snapshot {
+        reply: SnapshotReply,
+    },
     SetMayVote(bool),
+    ChangeMembership {
+        change: ConfChange,
+        reply: ChangeReply,
+    },
+    TransferLeadership {
+        target: NodeId,
+        reply: TransferReply,
+    },
     Shutdown,
 }
 
@@ -89,6 +112,8 @@ type SnapshotReply = oneshot::Sender<Result<LogIndex, String>>;
 pub struct RaftHandle<O> {
     commands: mpsc::Sender<Command<O>>,
     status: watch::Receiver<Status>,
+    /// The shortest election timeout, the unit of membership's waits.
+    election_timeout: Duration,
 }
 
 impl<O> Clone for RaftHandle<O> {
@@ -96,6 +121,7 @@ impl<O> Clone for RaftHandle<O> {
         RaftHandle {
             commands: self.commands.clone(),
             status: self.status.clone(),
+            election_timeout: self.election_timeout,
         }
     }
 }
@@ -192,7 +218,11 @@ impl<O: Send + 'static> RaftHandle<O> {
 /// Everything needed to start a server.
 pub struct ServerParts<T: Transport, M: StateMachine> {
     pub id: NodeId,
-    pub voters: Vec<NodeId>,
+    /// The configuration to start from when neither a snapshot nor the
+    /// log holds one: the bootstrap voters of a new cluster (with their
+    /// addresses, for the transport), or an empty one for a server that
+    /// joins an existing cluster and waits to be added (thesis §4.1).
+    pub membership: Membership,
     pub config: RaftConfig,
     pub storage: Box<dyn Storage>,
     pub transport: T,
@@ -239,6 +269,11 @@ pub struct RaftServer<T: Transport, M: StateMachine> {
     max_catch_up_ticks: u64,
     status: watch::Sender<Status>,
     snap: Snapshots,
+    /// Membership changes proposed here, waiting to be applied.
+    changes: PendingChanges,
+    /// The configuration in force as last published (and told to the
+    /// transport).
+    membership: Arc<Membership>,
 }
 
 impl<T: Transport, M: StateMachine> RaftServer<T, M> {
@@ -269,6 +304,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         };
         let recovered = reconcile(snapshot.clone(), recovered, storage.as_mut())?;
         let tick_interval = parts.config.tick_interval;
+        let election_timeout = parts.config.election_timeout_min;
         let max_catch_up_ticks = parts.config.max_catch_up_ticks();
         let chunk_bytes = parts.config.snapshot_chunk_bytes;
         let policy = (
@@ -276,12 +312,20 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             parts.config.snapshot_after_bytes,
             parts.config.snapshots_to_keep,
         );
-        let core = RaftCore::with_snapshot(
+        // §7 and thesis §4.1: the configuration at the snapshot's index is
+        // in its header (the log entries that held it may be gone); without
+        // a snapshot, the bootstrap one. Configuration entries in the log
+        // after it override either.
+        let (membership, base) = match snapshot {
+            Some(m) => (m.membership, Some((m.last_index, m.last_term))),
+            None => (parts.membership, None),
+        };
+        let core = RaftCore::start(
             parts.id,
-            &parts.voters,
+            membership,
             parts.config,
             recovered,
-            snapshot.map(|m| (m.last_index, m.last_term)),
+            base,
             parts.seed,
         )?;
         let mut core = core;
@@ -308,7 +352,9 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             node.set_observer(observer);
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (status_tx, status_rx) = watch::channel(status_of(node.core()));
+        let membership = Arc::new(node.core().membership().0.clone());
+        node.transport().members_changed(&membership);
+        let (status_tx, status_rx) = watch::channel(status_of(node.core(), membership.clone()));
         let server = RaftServer {
             node,
             write_done,
@@ -324,12 +370,15 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             max_catch_up_ticks,
             status: status_tx,
             snap: Snapshots::new(store, policy, chunk_bytes),
+            changes: PendingChanges::default(),
+            membership,
         };
         let task = tokio::spawn(server.run());
         Ok((
             RaftHandle {
                 commands: cmd_tx,
                 status: status_rx,
+                election_timeout,
             },
             task,
         ))
@@ -448,6 +497,18 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             Command::Read { query, reply } => self.node.read(query, reply),
             Command::Snapshot { reply } => self.maybe_snapshot(Some(reply)),
             Command::SetMayVote(may_vote) => self.node.set_may_vote(may_vote),
+            Command::ChangeMembership { change, reply } => {
+                match self.node.propose_conf_change(&change) {
+                    Ok((index, term)) => self.changes.push(index, term, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::TransferLeadership { target, reply } => {
+                let result = self.node.transfer_leadership(target).map_err(Into::into);
+                let _ = reply.send(result);
+            }
             Command::Shutdown => {}
         }
     }
@@ -455,6 +516,11 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
     /// What a round of the driver left for the server: logs, snapshot
     /// transfers, the snapshot policy.
     fn after_ready(&mut self, out: crate::node::Output) {
+        // Before any snapshot below: a change's entry must still be in the
+        // log to tell whose it was.
+        let applied = self.node.driver().last_applied();
+        self.changes.settle(self.node.core(), applied);
+        self.follow_membership();
         for event in &out.events {
             let Event::StateChanged {
                 state,
@@ -492,8 +558,36 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         }
     }
 
+    /// Thesis §4.1: the configuration in force changes when an entry is
+    /// appended (or truncated, or a snapshot installed); the transport
+    /// learns where new members are before anything is sent to them.
+    fn follow_membership(&mut self) {
+        let current = self.node.core().membership().0;
+        if *current == *self.membership {
+            return;
+        }
+        let id = self.node.core().id();
+        let was_member = self.membership.contains(id);
+        let next = Arc::new(current.clone());
+        self.node.transport().members_changed(&next);
+        tracing::info!(
+            id,
+            voters = ?next.voters(),
+            learners = ?next.learners(),
+            "configuration changed"
+        );
+        if was_member && !next.contains(id) {
+            tracing::warn!(
+                id,
+                "this node was removed from the cluster: it no longer votes or campaigns \
+                 (thesis §4.2.2); stop it, or add it back as a new member"
+            );
+        }
+        self.membership = next;
+    }
+
     fn publish_status(&mut self) {
-        let mut status = status_of(self.node.core());
+        let mut status = status_of(self.node.core(), self.membership.clone());
         status.last_applied = self.node.driver().last_applied();
         status.snapshot_in_progress = self.snap.writing.is_some()
             || self.snap.receive.in_progress()
@@ -513,12 +607,15 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         for w in self.snap.waiters.drain(..) {
             let _ = w.send(Err("the raft server has stopped".to_string()));
         }
+        self.changes.fail_all();
         self.node.stop();
     }
 }
 
-fn status_of(core: &RaftCore) -> Status {
+fn status_of(core: &RaftCore, membership: Arc<Membership>) -> Status {
     Status {
+        membership,
+        transfer_target: core.transfer_target(),
         id: core.id(),
         state: core.state(),
         term: core.term(),

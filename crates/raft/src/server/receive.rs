@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::RaftServer;
-use crate::core::{Membership, SnapshotChunkVerdict};
+use crate::core::SnapshotChunkVerdict;
 use crate::message::{InstallSnapshotArgs, InstallSnapshotReply, Rpc};
 use crate::node::{ReplySlot, SnapshotChunk};
 use crate::snapshot::{IncomingSnapshot, SnapshotMeta, SnapshotStore};
@@ -218,9 +218,9 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
             .install_snapshot(
                 meta.last_index,
                 meta.last_term,
-                // The snapshot file holds the voters at its index (the
-                // file format does not carry learners yet: issue 15).
-                Membership::new(&meta.voters, &[]),
+                // The snapshot's header holds the configuration at its
+                // index (§4.1: learners and addresses included).
+                meta.membership.clone(),
                 &mut &image[..],
             )
             .map_err(|e| {

@@ -221,7 +221,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
         let meta = SnapshotMeta {
             last_index: index,
             last_term: term,
-            voters: core.membership_at(index).voters().to_vec(),
+            membership: core.membership_at(index).clone(),
         };
         self.snap.writing = Some(index);
         let done_tx = self.snap.done_tx.clone();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use raft::{
     InMemoryNetwork, InMemoryTransport, ListOutput, ListStateMachine, LogEntry, LogIndex,
-    MemoryStorage, NodeId, RaftConfig, RaftHandle, RaftServer, RaftState, RecoveredState,
-    ServerError, ServerParts, StateMachine, Status, Storage, StorageError,
+    Membership, MemoryStorage, NodeId, RaftConfig, RaftHandle, RaftServer, RaftState,
+    RecoveredState, ServerError, ServerParts, StateMachine, Status, Storage, StorageError,
 };
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
@@ -117,11 +117,29 @@ impl Cluster {
 
     /// (Re)starts node `id` on `disk` with its own configuration.
     pub fn start_node_with(&mut self, id: NodeId, disk: SharedStorage, config: RaftConfig) {
+        let membership = Membership::new(&self.voters, &[]);
+        self.spawn_node(id, disk, config, membership);
+    }
+
+    /// Starts node `id` on a fresh disk as a server that joins: it knows
+    /// no configuration and waits to be added (thesis §4.1).
+    pub fn join_node(&mut self, id: NodeId) {
+        let config = self.config.clone();
+        self.spawn_node(id, SharedStorage::default(), config, Membership::default());
+    }
+
+    fn spawn_node(
+        &mut self,
+        id: NodeId,
+        disk: SharedStorage,
+        config: RaftConfig,
+        membership: Membership,
+    ) {
         let (transport, incoming): (InMemoryTransport, _) = self.net.register(id);
         let applied = Applied::default();
         let (handle, task) = RaftServer::spawn(ServerParts {
             id,
-            voters: self.voters.clone(),
+            membership,
             config,
             storage: Box::new(disk.clone()),
             transport,

@@ -13,6 +13,7 @@ mod catching_up;
 mod happy_path;
 mod harness;
 mod leader_failures;
+mod membership;
 mod reads;
 mod restarts;
 mod who_serves;
