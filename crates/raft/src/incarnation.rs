@@ -116,6 +116,16 @@ pub enum VoteRight {
 }
 
 impl VoteRight {
+    /// The right of a server that joins an existing cluster with a new data
+    /// dir: it knows no voters yet, so nobody can have cleared it; it waits
+    /// for a configuration that contains it ([`VoteRight::settle`]) and for
+    /// every other voter of it to clear it.
+    pub fn for_joining_server() -> VoteRight {
+        VoteRight::Pending {
+            cleared: BTreeSet::new(),
+        }
+    }
+
     /// The right of a brand-new data dir of server `me` among `voters`.
     pub fn for_new_data_dir(me: NodeId, voters: &[NodeId]) -> VoteRight {
         let mut right = VoteRight::Pending {
@@ -152,7 +162,9 @@ impl VoteRight {
                 true
             }
             PeerVerdict::New | PeerVerdict::Known => {
-                if !voters.contains(&peer) || !cleared.insert(peer) {
+                // Any peer's word is kept: the configuration may change, and
+                // a peer that is not a voter today may be one tomorrow.
+                if !cleared.insert(peer) {
                     return false;
                 }
                 self.settle(me, voters);
@@ -161,13 +173,17 @@ impl VoteRight {
         }
     }
 
-    /// Pending with every other voter cleared is Allowed.
-    fn settle(&mut self, me: NodeId, voters: &[NodeId]) {
+    /// Pending, with `me` among `voters` and every other voter cleared, is
+    /// Allowed. Called again whenever the voters change (thesis §4.1); a
+    /// server that is not a voter stays Pending. Returns whether it changed.
+    pub fn settle(&mut self, me: NodeId, voters: &[NodeId]) -> bool {
         if let VoteRight::Pending { cleared } = self {
-            if voters.iter().all(|v| *v == me || cleared.contains(v)) {
+            if voters.contains(&me) && voters.iter().all(|v| *v == me || cleared.contains(v)) {
                 *self = VoteRight::Allowed;
+                return true;
             }
         }
+        false
     }
 
     pub fn name(&self) -> &'static str {
@@ -217,6 +233,19 @@ mod tests {
         assert_eq!(right, VoteRight::Suspended);
         assert!(!right.on_verdict(1, &voters, 2, PeerVerdict::New));
         assert!(!right.may_vote());
+    }
+
+    #[test]
+    fn a_joining_server_waits_for_a_configuration_that_contains_it() {
+        let mut right = VoteRight::for_joining_server();
+        // Verdicts can come before it knows who votes: they are kept.
+        assert!(right.on_verdict(4, &[], 1, PeerVerdict::New));
+        assert!(right.on_verdict(4, &[], 2, PeerVerdict::New));
+        assert!(!right.may_vote(), "no configuration yet");
+        assert!(!right.settle(4, &[1, 2, 3]), "not a voter");
+        assert!(!right.settle(4, &[1, 2, 3, 4]), "node 3 has not cleared it");
+        assert!(right.on_verdict(4, &[1, 2, 3, 4], 3, PeerVerdict::Known));
+        assert!(right.may_vote());
     }
 
     #[test]

@@ -235,6 +235,24 @@ fn a_removed_follower_is_no_longer_replicated_to_or_counted() {
     assert!(c.core(1).commit_index() < index);
 }
 
+/// The leader goes on replicating to a server it removes until the removal
+/// commits, so the removed server holds the entry that removes it: it knows
+/// it is no longer a member, and never campaigns (instead of timing out in
+/// silence and relying on §4.2.3 to be ignored).
+#[test]
+fn a_removed_follower_receives_its_removal_and_never_campaigns() {
+    let mut c = Cluster::new(3, config(false, false));
+    c.elect(1);
+    change(&mut c, 1, ConfChange::Remove { id: 3 });
+    assert_eq!(c.core(3).voters(), &[1, 2], "node 3 appended its removal");
+    let term = c.core(3).term();
+    for _ in 0..200 {
+        c.tick(3);
+    }
+    assert_eq!(c.core(3).term(), term, "a removed server never campaigns");
+    assert_ne!(c.core(3).state(), RaftState::Candidate);
+}
+
 #[test]
 fn a_leader_removing_itself_leads_until_the_change_commits_then_steps_down() {
     let mut c = Cluster::new(3, config(false, false));

@@ -37,6 +37,8 @@ fn invalid(msg: impl Into<String>) -> ConfigError {
 pub struct FileSettings {
     pub id: Option<NodeId>,
     pub cluster: Option<String>,
+    /// Client addresses of existing members, for a node that joins.
+    pub join: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub client_addr: Option<String>,
     pub peer_listen: Option<String>,
@@ -70,6 +72,7 @@ impl FileSettings {
         FileSettings {
             id: self.id.or(file.id),
             cluster: self.cluster.or(file.cluster),
+            join: self.join.or(file.join),
             data_dir: self.data_dir.or(file.data_dir),
             client_addr: self.client_addr.or(file.client_addr),
             peer_listen: self.peer_listen.or(file.peer_listen),
@@ -94,6 +97,9 @@ pub struct ServerConfig {
     pub id: NodeId,
     /// Initial voting members and their peer addresses (bootstrap only).
     pub cluster: BTreeMap<NodeId, String>,
+    /// `--join`: client addresses of existing members (first boot of a
+    /// node that joins a running cluster).
+    pub join: Vec<String>,
     pub data_dir: PathBuf,
     pub client_addr: String,
     /// `None`: this node's own entry in the membership.
@@ -181,6 +187,25 @@ impl ServerConfig {
             Some(c) => parse_cluster(c)?,
             None => BTreeMap::new(),
         };
+        let join: Vec<String> = match &s.join {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| check_addr("--join", a).map(|_| a.to_string()))
+                .collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        };
+        if s.join.is_some() && join.is_empty() {
+            return Err(invalid(
+                "--join: give the client address of at least one member",
+            ));
+        }
+        if !join.is_empty() && !cluster.is_empty() {
+            return Err(invalid(
+                "--cluster starts a new cluster and --join joins a running one: give one of them",
+            ));
+        }
         let data_dir = s
             .data_dir
             .ok_or_else(|| invalid("--data-dir is required"))?;
@@ -239,6 +264,7 @@ impl ServerConfig {
         Ok(ServerConfig {
             id,
             cluster,
+            join,
             data_dir,
             client_addr,
             peer_listen,
@@ -331,6 +357,15 @@ impl ClusterMeta {
     /// Loads the stored membership, or bootstraps it from `--cluster` on an
     /// empty data dir. Writes atomically (temp file, fsync, rename, fsync dir).
     pub fn load_or_init(config: &ServerConfig) -> Result<ClusterMeta, ConfigError> {
+        match Self::load(config)? {
+            Some(meta) => Ok(meta),
+            None => Self::bootstrap(config),
+        }
+    }
+
+    /// What the data dir holds, if it was ever started (creates the dir).
+    /// `--cluster` and `--join` are ignored then: the data dir wins.
+    pub fn load(config: &ServerConfig) -> Result<Option<ClusterMeta>, ConfigError> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir)
             .map_err(|e| invalid(format!("--data-dir: cannot create {}: {e}", dir.display())))?;
@@ -348,11 +383,40 @@ impl ClusterMeta {
                     meta.node_id
                 )));
             }
-            return Ok(meta);
+            return Ok(Some(meta));
         }
+        Ok(None)
+    }
+
+    /// A node that joins the running cluster `cluster_id` (`--join`) with
+    /// an empty data dir: no members known, and no vote until it is a
+    /// voter whom every other voter has cleared (`raft::incarnation`).
+    pub fn join(config: &ServerConfig, cluster_id: String) -> Result<ClusterMeta, ConfigError> {
+        let meta = ClusterMeta {
+            cluster_id,
+            node_id: config.id,
+            members: BTreeMap::new(),
+            incarnation: new_incarnation(),
+            vote: VoteRight::for_joining_server(),
+            peers: IncarnationBook::default(),
+        };
+        let dir = &config.data_dir;
+        meta.store(dir).map_err(|e| {
+            invalid(format!(
+                "--data-dir: cannot write {}: {e}",
+                dir.join(META_FILE).display()
+            ))
+        })?;
+        Ok(meta)
+    }
+
+    /// A new cluster from `--cluster`, on an empty data dir.
+    pub fn bootstrap(config: &ServerConfig) -> Result<ClusterMeta, ConfigError> {
+        let dir = &config.data_dir;
+        let path = dir.join(META_FILE);
         if config.cluster.is_empty() {
             return Err(invalid(format!(
-                "{} holds no cluster yet: --cluster is required on first boot",
+                "{} holds no cluster yet: --cluster (a new cluster) or --join (a running one) is required on first boot",
                 dir.display()
             )));
         }

@@ -7,6 +7,7 @@
 //! carries anything else. The Raft loop follows [`NodeIdentity::may_vote`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use raft::{NodeId, PeerVerdict, VoteRight};
 use tokio::sync::{watch, Mutex};
@@ -16,11 +17,20 @@ use crate::config::ClusterMeta;
 pub struct NodeIdentity {
     pub id: NodeId,
     pub incarnation: u64,
-    voters: Vec<NodeId>,
+    /// The voters of the configuration in force (the bootstrap ones at
+    /// first), whom a new data dir waits to be cleared by.
+    voters: std::sync::Mutex<Vec<NodeId>>,
     meta: Mutex<ClusterMeta>,
     /// Where `meta` is stored; `None` for tests that need no disk.
     dir: Option<PathBuf>,
     right: watch::Sender<VoteRight>,
+    /// Serializes the blocking stores themselves: a handshake cancelled
+    /// while its store runs does not stop the blocking job, and the next
+    /// store must not write the same temp file at the same time.
+    store_lock: Arc<std::sync::Mutex<()>>,
+    /// Tests: how long a store takes (on the paused clock).
+    #[cfg(test)]
+    store_delay: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for NodeIdentity {
@@ -58,10 +68,13 @@ impl NodeIdentity {
         NodeIdentity {
             id: meta.node_id,
             incarnation: meta.incarnation,
-            voters: meta.members.keys().copied().collect(),
+            voters: std::sync::Mutex::new(meta.members.keys().copied().collect()),
             meta: Mutex::new(meta),
             dir,
             right,
+            store_lock: Arc::default(),
+            #[cfg(test)]
+            store_delay: None,
         }
     }
 
@@ -80,9 +93,14 @@ impl NodeIdentity {
     /// the connection must not be used.
     pub async fn judge(&self, peer: NodeId, incarnation: u64) -> std::io::Result<PeerVerdict> {
         let mut meta = self.meta.lock().await;
-        let (verdict, changed) = meta.peers.check(peer, incarnation);
+        // Decide on a copy and keep it only once it is stored: a store that
+        // fails, or a handshake cancelled while it runs, leaves the book as
+        // it was, so the next hello of that peer stores it again.
+        let mut next = meta.clone();
+        let (verdict, changed) = next.peers.check(peer, incarnation);
         if changed {
-            self.store(&meta).await?;
+            self.store(&next).await?;
+            *meta = next;
             if verdict == PeerVerdict::Reincarnated {
                 tracing::warn!(
                     peer,
@@ -96,13 +114,63 @@ impl NodeIdentity {
     }
 
     /// Peer `peer` judged our incarnation. A change of our vote right is
-    /// durable before this returns.
+    /// durable before this returns; until then (an error, or a handshake
+    /// cancelled midway) nothing changed, and the next verdict counts.
     pub async fn on_verdict(&self, peer: NodeId, verdict: PeerVerdict) -> std::io::Result<()> {
         let mut meta = self.meta.lock().await;
-        if !meta.vote.on_verdict(self.id, &self.voters, peer, verdict) {
+        let mut next = meta.clone();
+        let voters = self.voters();
+        if !next.vote.on_verdict(self.id, &voters, peer, verdict) {
             return Ok(());
         }
-        self.store(&meta).await?;
+        self.store(&next).await?;
+        *meta = next;
+        self.announce(peer, &meta);
+        Ok(())
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.voters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The configuration in force changed (thesis §4.1): a new data dir
+    /// now waits for these voters, and may vote at once if they all
+    /// cleared it already (a joining server once it is promoted).
+    pub async fn set_voters(&self, voters: &[NodeId]) -> std::io::Result<()> {
+        let mut meta = self.meta.lock().await;
+        *self.voters.lock().unwrap_or_else(|p| p.into_inner()) = voters.to_vec();
+        let mut next = meta.clone();
+        if !next.vote.settle(self.id, voters) {
+            return Ok(());
+        }
+        self.store(&next).await?;
+        *meta = next;
+        self.announce(self.id, &meta);
+        Ok(())
+    }
+
+    /// `peer` left the cluster for good (its removal committed): forget its
+    /// incarnation, so that it may come back later as a new member with a
+    /// new data dir and be judged as one (thesis chapter 4: remove, then
+    /// add back).
+    pub async fn forget(&self, peer: NodeId) -> std::io::Result<()> {
+        let mut meta = self.meta.lock().await;
+        if !meta.peers.peers.contains_key(&peer) {
+            return Ok(());
+        }
+        let mut next = meta.clone();
+        next.peers.peers.remove(&peer);
+        self.store(&next).await?;
+        *meta = next;
+        tracing::info!(peer, "forgot the incarnation of removed node {peer}");
+        Ok(())
+    }
+
+    /// Logs and publishes a vote right that just changed (and is stored).
+    fn announce(&self, peer: NodeId, meta: &ClusterMeta) {
         match meta.vote {
             VoteRight::Allowed => {
                 tracing::info!("every other voter vouched for this data dir: this node may vote");
@@ -116,17 +184,75 @@ impl NodeIdentity {
             VoteRight::Pending { .. } => tracing::debug!("node {peer} vouched for this data dir"),
         }
         self.right.send_replace(meta.vote.clone());
-        Ok(())
     }
 
     async fn store(&self, meta: &ClusterMeta) -> std::io::Result<()> {
+        #[cfg(test)]
+        if let Some(delay) = self.store_delay {
+            tokio::time::sleep(delay).await;
+        }
         let Some(dir) = self.dir.clone() else {
             return Ok(());
         };
         let meta = meta.clone();
+        let lock = Arc::clone(&self.store_lock);
         // A small file with an fsync: off the async threads.
-        tokio::task::spawn_blocking(move || meta.store(&dir))
+        tokio::task::spawn_blocking(move || {
+            let _one_at_a_time = lock.lock().unwrap_or_else(|p| p.into_inner());
+            meta.store(&dir)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn pending(me: NodeId, voters: &[NodeId], store_delay: Duration) -> NodeIdentity {
+        let members = voters.iter().map(|&v| (v, format!("n{v}"))).collect();
+        let meta = ClusterMeta::new(me, members);
+        let mut identity = NodeIdentity::build(meta, None);
+        identity.store_delay = Some(store_delay);
+        identity
+    }
+
+    /// A handshake's timeout can cut a verdict off while it is being stored
+    /// (seen in CI: the dial timeout covered the stores). The redial's
+    /// verdict must still count.
+    #[tokio::test(start_paused = true)]
+    async fn a_verdict_cut_off_while_it_is_stored_is_not_lost() {
+        let identity = pending(1, &[1, 2], Duration::from_secs(1));
+        assert!(!identity.vote_right().may_vote());
+        let cut = tokio::time::timeout(
+            Duration::from_millis(500),
+            identity.on_verdict(2, PeerVerdict::New),
+        )
+        .await;
+        assert!(cut.is_err(), "the store outlasts the timeout");
+        identity
+            .on_verdict(2, PeerVerdict::Known)
             .await
-            .map_err(std::io::Error::other)?
+            .expect("stored");
+        assert!(identity.vote_right().may_vote());
+    }
+
+    /// Likewise for the book: a peer's incarnation judged during a cut-off
+    /// handshake is stored by the next one.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_judged_during_a_cut_off_handshake_is_stored_by_the_next() {
+        let identity = pending(1, &[1, 2], Duration::from_secs(1));
+        let cut = tokio::time::timeout(Duration::from_millis(500), identity.judge(2, 77)).await;
+        assert!(cut.is_err());
+        assert_eq!(
+            identity.judge(2, 77).await.expect("stored"),
+            PeerVerdict::New
+        );
+        assert_eq!(
+            identity.judge(2, 77).await.expect("known"),
+            PeerVerdict::Known
+        );
     }
 }

@@ -47,6 +47,11 @@ struct ServerArgs {
     /// Initial members: id=host:port,... (used only on first boot).
     #[arg(long)]
     cluster: Option<String>,
+    /// Join a running cluster (first boot, empty data dir): client
+    /// addresses host:port,... of existing members. The node waits until
+    /// an operator adds it (RAFT.NODE ADD) and never votes before.
+    #[arg(long)]
+    join: Option<String>,
     /// Directory for all durable state; created if missing.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -106,6 +111,7 @@ impl ServerArgs {
         let flags = FileSettings {
             id: self.id,
             cluster: self.cluster,
+            join: self.join,
             data_dir: self.data_dir,
             client_addr: self.client_addr,
             peer_listen: self.peer_listen,

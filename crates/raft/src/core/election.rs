@@ -216,9 +216,10 @@ impl RaftCore {
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
         // Figure 2: nextIndex "initialized to leader last log index + 1",
-        // for every voter and learner (§4.2.1: learners get the log too).
+        // for every voter and learner (§4.2.1: learners get the log too),
+        // and for servers an uncommitted change removes (they must hear of it).
         let next_index = self.log.last_index() + 1;
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.replication_targets();
         self.progress = peers
             .into_iter()
             .map(|p| (p, Progress::new(next_index)))

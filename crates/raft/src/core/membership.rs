@@ -327,13 +327,13 @@ impl RaftCore {
         self.membership_changed();
     }
 
-    /// The configuration in force may have changed: a leader tracks every
-    /// member it must replicate to, and no one else.
+    /// The configuration in force may have changed (or committed): a leader
+    /// tracks every server it must replicate to, and no one else.
     pub(super) fn membership_changed(&mut self) {
         if self.state != RaftState::Leader {
             return;
         }
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.replication_targets();
         self.progress.retain(|id, _| peers.contains(id));
         // A new member most likely has nothing: probe from the start of our
         // log (a follower skips what it already holds), so the entries, or

@@ -536,6 +536,28 @@ impl RaftCore {
             .filter(move |&v| v != me)
     }
 
+    /// Whom a leader replicates to: every other member of the configuration
+    /// in force, and, until that configuration commits, the members it
+    /// removes. A removed server then receives the entry that removes it
+    /// and knows it is no longer a member (it stops campaigning at once,
+    /// and says so), instead of timing out in silence (thesis §4.2.3). Its
+    /// acknowledgements count for nothing: quorums see only the voters in
+    /// force.
+    pub(super) fn replication_targets(&self) -> Vec<NodeId> {
+        let mut targets: Vec<NodeId> = self.peers().collect();
+        let (current, index) = (self.membership.current(), self.membership.current_index());
+        if index > self.commit_index {
+            let committed = self.membership.at(self.commit_index);
+            targets.extend(
+                committed
+                    .members()
+                    .into_iter()
+                    .filter(|&id| id != self.id && !current.contains(id)),
+            );
+        }
+        targets
+    }
+
     // ----- Inputs -----------------------------------------------------------
 
     /// One unit of logical time (§5.2: election timeouts and heartbeats).
@@ -706,7 +728,7 @@ impl RaftCore {
         }
         if self.need_broadcast || new_round {
             self.need_broadcast = false;
-            let peers: Vec<NodeId> = self.peers().collect();
+            let peers = self.replication_targets();
             for peer in peers {
                 let sent = self.send_appends(peer);
                 // With nothing to append, a heartbeat is still needed for a

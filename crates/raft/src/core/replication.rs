@@ -332,7 +332,7 @@ impl RaftCore {
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
-        let peers: Vec<NodeId> = self.peers().collect();
+        let peers = self.replication_targets();
         for peer in peers {
             let recover = match self.progress.get_mut(&peer) {
                 Some(p) if p.probing => {
@@ -378,7 +378,13 @@ impl RaftCore {
         // current term after it does.
         let own_term = self.log.term(n) == Some(self.term);
         if own_term || self.bugs.commit_previous_term_by_counting {
+            let config_index = self.membership.current_index();
+            let config_committed = self.commit_index < config_index && n >= config_index;
             self.commit_index = n;
+            if config_committed {
+                // The servers it removed are no longer replicated to.
+                self.membership_changed();
+            }
             self.need_broadcast = true;
             if own_term && !self.reads_awaiting_commit.is_empty() {
                 for id in std::mem::take(&mut self.reads_awaiting_commit) {

@@ -233,6 +233,10 @@ impl<O: Send + 'static> RaftHandle<O> {
         rx.await.map_err(|_| AdminError::Stopped)??;
         // The core ends the transfer when another server leads (this one
         // steps down on its term) or gives up after an election timeout.
+        // The status may not show the transfer yet (it is published after
+        // the server's round): a leader with no transfer counts as "given
+        // up" only once the transfer was seen.
+        let mut seen = false;
         let wait = async {
             loop {
                 {
@@ -243,7 +247,8 @@ impl<O: Send + 'static> RaftHandle<O> {
                     if s.id == target {
                         return Ok(target); // the target itself was asked
                     }
-                    if s.state == RaftState::Leader && s.transfer_target.is_none() {
+                    seen |= s.transfer_target == Some(target);
+                    if seen && s.state == RaftState::Leader && s.transfer_target.is_none() {
                         return Err(AdminError::TransferFailed { target });
                     }
                 }

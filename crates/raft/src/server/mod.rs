@@ -75,6 +75,9 @@ pub struct Status {
     pub may_vote: bool,
     /// The configuration in force (thesis §4.1: the latest in the log).
     pub membership: Arc<Membership>,
+    /// The index of the entry that holds it (at or below the snapshot's
+    /// index for the one a snapshot carries; 0 for the bootstrap one).
+    pub membership_index: LogIndex,
     /// Leader: the target of a leadership transfer under way (§3.10).
     pub transfer_target: Option<NodeId>,
 }
@@ -615,6 +618,7 @@ impl<T: Transport, M: StateMachine> RaftServer<T, M> {
 fn status_of(core: &RaftCore, membership: Arc<Membership>) -> Status {
     Status {
         membership,
+        membership_index: core.membership().1,
         transfer_target: core.transfer_target(),
         id: core.id(),
         state: core.state(),

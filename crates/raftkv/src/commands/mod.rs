@@ -11,6 +11,8 @@
 //! with its commands in the store (`raftkv_store`).
 
 mod admin;
+
+pub use self::admin::AdminCommand;
 mod connection;
 mod keys;
 mod strings;
@@ -48,6 +50,8 @@ pub enum Action {
     Read(KvQuery),
     /// Answered by this node without consensus.
     Local(LocalCommand),
+    /// Cluster administration, run by the leader.
+    Admin(AdminCommand),
     /// A reply known at once (an error, usually).
     Reply(Reply),
     /// Nothing to do (an empty command).

@@ -2,6 +2,8 @@
 //! connection per peer, with reconnects, pings and request ids.
 
 use super::*;
+use raft::Membership;
+use std::sync::RwLock;
 
 /// Life of one request, shared by its caller and the peer's task, so a
 /// timed-out forward can tell "never written" (safe to retry elsewhere)
@@ -44,6 +46,8 @@ pub(super) struct PeerLink {
 }
 
 pub(super) struct PeerSlot {
+    /// Where the peer's task dials.
+    pub(super) addr: String,
     pub(super) queue: mpsc::Sender<Outgoing>,
     pub(super) next_id: AtomicU64,
     pub(super) started: AtomicBool,
@@ -75,7 +79,12 @@ impl PeerSlot {
 pub(super) struct ClientInner {
     pub(super) me: NodeId,
     pub(super) request_timeout: Duration,
-    pub(super) peers: HashMap<NodeId, PeerSlot>,
+    /// One slot per peer, replaced as the configuration changes (thesis
+    /// §4.1: a new member's address arrives in the entry that adds it).
+    /// Read on every request, written only on a configuration change.
+    pub(super) peers: RwLock<HashMap<NodeId, Arc<PeerSlot>>>,
+    /// What a new peer's link is made of.
+    pub(super) config: PeerConfig,
 }
 
 /// Raft's [`Transport`] (and client-request forwarding) over TCP. Cheap to
@@ -87,7 +96,7 @@ pub struct TcpTransport {
 
 impl fmt::Debug for TcpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut peers: Vec<NodeId> = self.inner.peers.keys().copied().collect();
+        let mut peers: Vec<NodeId> = read(&self.inner.peers).keys().copied().collect();
         peers.sort_unstable();
         f.debug_struct("TcpTransport")
             .field("me", &self.inner.me)
@@ -106,37 +115,38 @@ impl TcpTransport {
             if peer == config.id {
                 continue; // never dial ourselves
             }
-            let (queue, rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
-            let link = PeerLink {
-                me: config.id,
-                identity: config.identity.clone(),
-                peer,
-                addr: addr.clone(),
-                cluster_id: config.cluster_id.clone(),
-                request_timeout: config.request_timeout,
-                connect_timeout: config.connect_timeout,
-            };
-            peers.insert(
-                peer,
-                PeerSlot {
-                    queue,
-                    next_id: AtomicU64::new(1),
-                    started: AtomicBool::new(false),
-                    unstarted: Mutex::new(Some((rx, link))),
-                },
-            );
-        }
-        if tokio::runtime::Handle::try_current().is_ok() {
-            for slot in peers.values() {
-                slot.ensure_started();
-            }
+            peers.insert(peer, Arc::new(PeerSlot::new(&config, peer, addr.clone())));
         }
         TcpTransport {
             inner: Arc::new(ClientInner {
                 me: config.id,
                 request_timeout: config.request_timeout,
-                peers,
+                peers: RwLock::new(peers),
+                config,
             }),
+        }
+    }
+
+    /// Follows a new configuration: members with a new address get a new
+    /// link (the old one's task ends with its queue), members that left are
+    /// forgotten, and members whose address the configuration does not say
+    /// (a configuration from before addresses were kept) keep theirs.
+    pub fn set_members(&self, membership: &Membership) {
+        let me = self.inner.me;
+        let mut peers = write(&self.inner.peers);
+        peers.retain(|id, _| membership.contains(*id));
+        for (&id, addr) in membership.addresses() {
+            if id == me || !membership.contains(id) {
+                continue;
+            }
+            if peers.get(&id).is_some_and(|slot| slot.addr == *addr) {
+                continue;
+            }
+            tracing::info!(peer = id, "peer {id} is at {addr}");
+            peers.insert(
+                id,
+                Arc::new(PeerSlot::new(&self.inner.config, id, addr.clone())),
+            );
         }
     }
 
@@ -194,7 +204,10 @@ impl TcpTransport {
         body: RequestBody,
         timeout: Duration,
     ) -> Result<ResponseBody, CallError> {
-        let slot = self.inner.peers.get(&to).ok_or(CallError::UnknownPeer)?;
+        let slot = read(&self.inner.peers)
+            .get(&to)
+            .cloned()
+            .ok_or(CallError::UnknownPeer)?;
         if !slot.ensure_started() {
             return Err(CallError::NotSent);
         }
@@ -256,6 +269,46 @@ impl Transport for TcpTransport {
     async fn send(&self, to: NodeId, request: Rpc) -> Result<Rpc, TransportError> {
         self.call_raft(to, request).await
     }
+
+    fn members_changed(&self, membership: &Membership) {
+        self.set_members(membership);
+    }
+}
+
+impl PeerSlot {
+    /// A slot for `peer` at `addr`; its task starts at once inside a tokio
+    /// runtime, else on first use.
+    fn new(config: &PeerConfig, peer: NodeId, addr: String) -> PeerSlot {
+        let (queue, rx) = mpsc::channel(PEER_QUEUE_CAPACITY);
+        let link = PeerLink {
+            me: config.id,
+            identity: config.identity.clone(),
+            peer,
+            addr: addr.clone(),
+            cluster_id: config.cluster_id.clone(),
+            request_timeout: config.request_timeout,
+            connect_timeout: config.connect_timeout,
+        };
+        let slot = PeerSlot {
+            addr,
+            queue,
+            next_id: AtomicU64::new(1),
+            started: AtomicBool::new(false),
+            unstarted: Mutex::new(Some((rx, link))),
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            slot.ensure_started();
+        }
+        slot
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Exponential backoff between dials: 50 ms doubling to 2 s.
@@ -388,15 +441,33 @@ pub(super) async fn fail_requests_for(
 }
 
 pub(super) async fn dial(link: &PeerLink) -> Result<(FrameReader, FrameWriter), DialError> {
-    match tokio::time::timeout(link.connect_timeout, dial_and_greet(link)).await {
-        Ok(result) => result,
-        Err(_) => Err(DialError::TimedOut(link.connect_timeout)),
-    }
+    let greeted = tokio::time::timeout(link.connect_timeout, dial_and_greet(link)).await;
+    let (reader, writer, incarnation, verdict) = match greeted {
+        Ok(result) => result?,
+        Err(_) => return Err(DialError::TimedOut(link.connect_timeout)),
+    };
+    // raft::incarnation: the acceptor's incarnation is in our book, and its
+    // verdict on ours in our vote right, before this connection carries a
+    // vote or anything else. Outside the dial's timeout: each may fsync,
+    // and a store cut off by a timeout would have to be redone by a later
+    // handshake (a busy disk is no reason to drop a good connection).
+    let identity = &link.identity;
+    identity
+        .judge(link.peer, incarnation)
+        .await
+        .map_err(DialError::Io)?;
+    identity
+        .on_verdict(link.peer, verdict)
+        .await
+        .map_err(DialError::Io)?;
+    Ok((reader, writer))
 }
 
+/// Connects and exchanges the hello: the connection, the acceptor's
+/// incarnation and its verdict on ours.
 pub(super) async fn dial_and_greet(
     link: &PeerLink,
-) -> Result<(FrameReader, FrameWriter), DialError> {
+) -> Result<(FrameReader, FrameWriter, u64, PeerVerdict), DialError> {
     let stream = TcpStream::connect(link.addr.as_str())
         .await
         .map_err(DialError::Io)?;
@@ -421,21 +492,7 @@ pub(super) async fn dial_and_greet(
             Ok(Frame::HelloOk {
                 incarnation,
                 verdict,
-            }) => {
-                // raft::incarnation: the acceptor's incarnation is in our
-                // book, and its verdict on ours in our vote right, before
-                // this connection carries a vote or anything else.
-                let identity = &link.identity;
-                identity
-                    .judge(link.peer, incarnation)
-                    .await
-                    .map_err(DialError::Io)?;
-                identity
-                    .on_verdict(link.peer, verdict)
-                    .await
-                    .map_err(DialError::Io)?;
-                Ok((reader, writer))
-            }
+            }) => Ok((reader, writer, incarnation, verdict)),
             Ok(Frame::HelloRefused { reason }) => Err(DialError::Refused(reason)),
             Ok(other) => Err(DialError::Protocol(format!(
                 "unexpected {} frame during the handshake",

@@ -64,10 +64,11 @@ impl Acceptor {
                         "the hello is for node {to} but this is node {}; check the peer addresses",
                         ours.id
                     ))
-                } else if from == ours.id || !ours.peers.contains_key(&from) {
-                    let mut known: Vec<NodeId> = ours.peers.keys().copied().collect();
-                    known.sort_unstable();
-                    Err(format!("node {from} is not one of our peers {known:?}"))
+                } else if from == ours.id || from == 0 {
+                    // Any other node of this cluster may dial: a leader may
+                    // be a member this node has not heard of yet (thesis
+                    // §4.1: it learns the configuration from that leader).
+                    Err(format!("node {from} cannot be a peer of node {}", ours.id))
                 } else {
                     Ok((from, incarnation))
                 }

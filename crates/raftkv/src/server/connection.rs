@@ -126,6 +126,16 @@ impl Connection {
                         .observe_request(&name, started.elapsed(), failed);
                     self.reply(&reply);
                 }
+                Action::Admin(command) => {
+                    self.flush(batch.take(), &mut names).await;
+                    let started = Instant::now();
+                    let reply = super::admin::run(&self.shared, command).await;
+                    let failed = matches!(reply, Reply::Error(_));
+                    self.shared
+                        .metrics
+                        .observe_request(&name, started.elapsed(), failed);
+                    self.reply(&reply);
+                }
                 Action::Local(l) => {
                     self.flush(batch.take(), &mut names).await;
                     self.shared
@@ -159,6 +169,15 @@ impl Connection {
     async fn flush(&mut self, batch: Option<(Batch, usize)>, names: &mut Vec<String>) {
         let Some((batch, bytes)) = batch else { return };
         let read = matches!(batch, Batch::Reads(_));
+        if let Some(refusal) = self.shared.not_a_member() {
+            for name in names.drain(..) {
+                self.shared
+                    .metrics
+                    .observe_request(&name, Duration::ZERO, true);
+                self.reply(&Reply::Error(refusal.into()));
+            }
+            return;
+        }
         let started = Instant::now();
         let outcomes = execute(&self.shared, batch, bytes).await;
         let elapsed = started.elapsed();
@@ -213,7 +232,7 @@ impl Connection {
             }
             LocalCommand::RaftInfo => {
                 let vote = self.shared.identity.vote_right();
-                let text = raft_section(&self.shared.handle.status(), vote.name());
+                let text = raft_section(&self.shared, &self.shared.handle.status(), vote.name());
                 Reply::Bulk(text.into())
             }
             // Handled in run_commands (it waits for the snapshot).

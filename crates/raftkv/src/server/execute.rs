@@ -361,6 +361,11 @@ pub(super) async fn serve_forwards(
     while let Some(fwd) = forwards.recv().await {
         let shared = shared.clone();
         tokio::spawn(async move {
+            if let Some(admin) = fwd.payload.strip_prefix(super::admin::ADMIN_PREFIX) {
+                let reply = super::admin::serve_forwarded(&shared, admin).await;
+                let _ = fwd.reply.send(reply);
+                return;
+            }
             let reply = match forward::decode::<Batch>(&fwd.payload) {
                 None => {
                     tracing::warn!(from = fwd.from, "undecodable forwarded request");

@@ -11,7 +11,7 @@
 //! the replies in request order. Within a batch, writes are proposed in
 //! order; a read waits for the writes before it on the same connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,9 +36,12 @@ use crate::metrics::Metrics;
 use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};
 use crate::resp::{self, encode, CommandParser, Protocol, Reply};
 
+mod admin;
 mod connection;
 mod execute;
 mod http;
+
+pub use self::admin::{fetch_cluster_id, MemberState};
 
 use self::connection::accept_clients;
 use self::execute::{coalesce_forwards, serve_forwards, ForwardJob};
@@ -76,6 +79,11 @@ pub struct Shared {
     next_conn_id: AtomicU64,
     /// To the task that combines forwarded batches (`coalesce_forwards`).
     forwarder: mpsc::UnboundedSender<ForwardJob>,
+    /// The cluster this node belongs to (`cluster.json`).
+    pub cluster_id: String,
+    /// This node's [`MemberState`] in the configuration in force, kept by
+    /// `admin::follow_configuration`.
+    member_state: AtomicU8,
 }
 
 /// Starts a node and runs it until `shutdown` resolves (graceful stop) or the
@@ -84,7 +92,24 @@ pub async fn run(
     config: ServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let meta = ClusterMeta::load_or_init(&config)?;
+    let meta = match ClusterMeta::load(&config)? {
+        Some(meta) => meta,
+        // Thesis §4.1: a new server joins with an empty configuration and
+        // learns the cluster's from the leader once it is added.
+        None if !config.join.is_empty() => {
+            let cluster_id = fetch_cluster_id(&config.join, Duration::from_secs(30))
+                .await
+                .map_err(|e| RunError::Config(crate::config::ConfigError::Invalid(e)))?;
+            tracing::info!(
+                id = config.id,
+                cluster = %cluster_id,
+                "joining cluster {cluster_id}: waiting to be added (RAFT.NODE ADD {} <peer address>)",
+                config.id
+            );
+            ClusterMeta::join(&config, cluster_id)?
+        }
+        None => ClusterMeta::bootstrap(&config)?,
+    };
     // One process per data dir: a second one would write the same WAL.
     let _lock = lock_data_dir(&config.data_dir)?;
     let peer_listen = config.peer_listen_for(&meta)?;
@@ -134,7 +159,7 @@ pub async fn run(
     let (handle, raft_task) = RaftServer::spawn_with(
         ServerParts {
             id: config.id,
-            voters: meta.members.keys().copied().collect(),
+            membership: bootstrap_membership(&meta),
             config: config.raft.clone(),
             storage: Box::new(storage),
             transport: transport.clone(),
@@ -215,7 +240,10 @@ pub async fn run(
         next_conn_id: AtomicU64::new(1),
         forwarder: forward_jobs,
         identity,
+        cluster_id: meta.cluster_id.clone(),
+        member_state: AtomicU8::new(MemberState::of(&handle.membership(), config.id).code()),
     });
+    let membership_task = tokio::spawn(admin::follow_configuration(shared.clone()));
     let forward_task = tokio::spawn(serve_forwards(shared.clone(), fwd_rx));
     let coalesce_task = tokio::spawn(coalesce_forwards(Arc::downgrade(&shared), forward_jobs_rx));
     let accept_task = tokio::spawn(accept_clients(client_listener, shared.clone()));
@@ -226,6 +254,7 @@ pub async fn run(
         _ = shutdown => {
             tracing::info!(id = config.id, "shutting down");
             accept_task.abort();
+            hand_over_leadership(&handle, config.id).await;
             handle.shutdown().await;
             match tokio::time::timeout(Duration::from_secs(4), &mut raft_task).await {
                 Ok(Ok(Err(e))) => Err(RunError::Raft(e)),
@@ -244,6 +273,7 @@ pub async fn run(
     };
     accept_task.abort();
     vote_task.abort();
+    membership_task.abort();
     forward_task.abort();
     coalesce_task.abort();
     peer_task.abort();
@@ -251,6 +281,43 @@ pub async fn run(
         t.abort();
     }
     result
+}
+
+/// Thesis §3.10: a leader that stops gracefully first hands leadership to
+/// the most up-to-date voter, so that clients wait for one round of
+/// messages instead of an election timeout. Bounded: an election timeout
+/// or so (the core gives up then), well within the 5 s a stop may take.
+async fn hand_over_leadership(handle: &RaftHandle<KvOutput>, id: u64) {
+    let status = handle.status();
+    if status.state != RaftState::Leader || status.membership.voters().len() < 2 {
+        return;
+    }
+    let started = Instant::now();
+    match tokio::time::timeout(Duration::from_secs(3), handle.transfer_leadership(None)).await {
+        Ok(Ok(to)) => tracing::info!(
+            id,
+            to,
+            took_ms = started.elapsed().as_millis() as u64,
+            "handed leadership over before stopping"
+        ),
+        Ok(Err(e)) => tracing::warn!(id, "could not hand leadership over before stopping: {e}"),
+        Err(_) => tracing::warn!(
+            id,
+            "leadership handover did not finish in time; stopping anyway"
+        ),
+    }
+}
+
+/// The configuration a new cluster starts from: `--cluster`'s voters with
+/// their peer addresses (none for a node that joins). The log and
+/// snapshots override it once they hold one (thesis §4.1).
+fn bootstrap_membership(meta: &ClusterMeta) -> raft::Membership {
+    let voters: Vec<raft::NodeId> = meta.members.keys().copied().collect();
+    let mut membership = raft::Membership::new(&voters, &[]);
+    for (id, address) in &meta.members {
+        membership.set_address(*id, address.clone());
+    }
+    membership
 }
 
 /// Takes an exclusive lock on `DATA_DIR/LOCK` for the life of the process
@@ -289,10 +356,17 @@ pub fn role_name(state: RaftState) -> &'static str {
 /// The `# Raft` section of INFO, one `field:value` per line.
 /// `vote`: this node's vote right (`allowed`, `pending`, `suspended`; see
 /// `raft::incarnation`).
-pub fn raft_section(s: &Status, vote: &str) -> String {
+pub fn raft_section(shared: &Shared, s: &Status, vote: &str) -> String {
+    let list = |ids: &[raft::NodeId]| {
+        ids.iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     format!(
-        "# Raft\r\nnode_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\nread_mode:{}\r\nlease_reads_served:{}\r\nvote:{}\r\n",
+        "# Raft\r\nnode_id:{}\r\ncluster_id:{}\r\nrole:{}\r\nterm:{}\r\nleader_id:{}\r\ncommit_index:{}\r\nlast_applied:{}\r\nlast_log_index:{}\r\nlast_log_term:{}\r\nsnapshot_last_index:{}\r\nsnapshot_in_progress:{}\r\nsnapshot_bytes_sent:{}\r\nread_mode:{}\r\nlease_reads_served:{}\r\nvote:{}\r\nvoters:{}\r\nlearners:{}\r\nmembership:{}\r\n",
         s.id,
+        shared.cluster_id,
         role_name(s.state),
         s.term,
         s.leader_id.unwrap_or(0),
@@ -306,6 +380,9 @@ pub fn raft_section(s: &Status, vote: &str) -> String {
         if s.lease_reads { "lease" } else { "read-index" },
         s.lease_reads_served,
         vote,
+        list(s.membership.voters()),
+        list(s.membership.learners()),
+        MemberState::of(&s.membership, s.id).name(),
     )
 }
 
@@ -322,9 +399,12 @@ fn info_text(shared: &Shared, s: &Status, section: Option<&str>) -> String {
     );
     match section {
         None | Some("ALL") | Some("EVERYTHING") | Some("DEFAULT") => {
-            format!("{server}\r\n{clients}\r\n{}", raft_section(s, vote.name()))
+            format!(
+                "{server}\r\n{clients}\r\n{}",
+                raft_section(shared, s, vote.name())
+            )
         }
-        Some("RAFT") => raft_section(s, vote.name()),
+        Some("RAFT") => raft_section(shared, s, vote.name()),
         Some("SERVER") => server,
         Some("CLIENTS") => clients,
         Some(_) => String::new(),
@@ -332,6 +412,21 @@ fn info_text(shared: &Shared, s: &Status, section: Option<&str>) -> String {
 }
 
 impl Shared {
+    /// Why this node refuses data commands, if it is not a member of the
+    /// configuration in force (removed, or joined and not added yet): its
+    /// view of who leads is no longer kept up to date.
+    fn not_a_member(&self) -> Option<&'static str> {
+        match MemberState::from_code(self.member_state.load(Ordering::Relaxed)) {
+            MemberState::Voter | MemberState::Learner => None,
+            MemberState::Removed => Some(
+                "CLUSTERDOWN this node was removed from the cluster; nothing was done, send commands to a member",
+            ),
+            MemberState::Joining => Some(
+                "CLUSTERDOWN this node has not been added to the cluster yet (RAFT.NODE ADD); nothing was done",
+            ),
+        }
+    }
+
     fn clients_connected(&self) -> usize {
         // Permits are taken per connection; the semaphore knows how many.
         self.max_clients()
