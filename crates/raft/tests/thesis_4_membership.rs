@@ -197,6 +197,31 @@ fn a_promoted_learner_votes_and_counts_in_the_majority() {
     assert!(c.core(1).commit_index() < index);
 }
 
+/// A joining server's new data dir may not vote at first (its replies say
+/// so: `crate::incarnation`), and may once every voter has cleared it; from
+/// then on its acknowledgements count, under the same leader.
+#[test]
+fn a_promoted_server_that_gains_its_vote_right_counts_from_then_on() {
+    let mut c = Cluster::new(3, config(false, false));
+    c.elect(1);
+    c.add_node(4);
+    c.core_mut(4).set_may_vote(false);
+    change(&mut c, 1, add_learner(4));
+    change(&mut c, 1, ConfChange::Promote { id: 4 });
+    c.core_mut(4).set_may_vote(true);
+    let (index, _) = c.propose(1, b"heard from 4");
+    c.deliver();
+    assert!(c.core(1).commit_index() >= index);
+    // Four voters, a majority of three: without node 3, node 4 must count.
+    c.crash(3);
+    let (index, _) = c.propose(1, b"needs 4");
+    c.deliver();
+    assert!(
+        c.core(1).commit_index() >= index,
+        "node 4's acknowledgement counts"
+    );
+}
+
 #[test]
 fn a_node_that_joins_knows_no_one_and_never_campaigns_until_added() {
     let mut c = Cluster::new(3, config(false, false));
@@ -251,6 +276,36 @@ fn a_removed_follower_receives_its_removal_and_never_campaigns() {
     }
     assert_eq!(c.core(3).term(), term, "a removed server never campaigns");
     assert_ne!(c.core(3).state(), RaftState::Candidate);
+}
+
+#[test]
+fn a_removed_follower_cut_off_during_its_removal_learns_of_it_when_it_returns() {
+    let mut c = Cluster::new(3, config(true, true));
+    c.elect(1);
+    c.partition(&[&[1, 2], &[3]]);
+    change(&mut c, 1, ConfChange::Remove { id: 3 });
+    assert_eq!(
+        c.core(3).voters(),
+        &[1, 2, 3],
+        "cut off: it has not heard yet"
+    );
+    c.heal();
+    for _ in 0..30 {
+        c.tick(1);
+        c.deliver();
+    }
+    assert_eq!(
+        c.core(3).voters(),
+        &[1, 2],
+        "the leader kept at it until it knew"
+    );
+    // Once it holds its removal, it is left alone.
+    let before = c.delivered.len();
+    for _ in 0..30 {
+        c.tick(1);
+        c.deliver();
+    }
+    assert!(c.delivered[before..].iter().all(|m| m.to != 3));
 }
 
 #[test]

@@ -28,6 +28,7 @@ impl RaftCore {
         }
         if self.heartbeat_elapsed >= self.heartbeat_ticks {
             self.heartbeat_elapsed = 0;
+            self.forget_departed();
             if self.config.lease_reads {
                 // Thesis §6.4.1: every heartbeat is a new round, so each
                 // majority of acknowledgements extends the lease.

@@ -193,6 +193,10 @@ pub struct BugSwitches {
 }
 
 /// The Raft state machine of one server. See the module documentation.
+/// A removed server that has not answered for this many election timeouts
+/// is no longer replicated to (see [`RaftCore::forget_departed`]).
+const DEPARTED_SILENCE_TIMEOUTS: u64 = 10;
+
 pub struct RaftCore {
     id: NodeId,
     /// The configurations the log holds; the latest is in force (§4.1).
@@ -537,25 +541,44 @@ impl RaftCore {
     }
 
     /// Whom a leader replicates to: every other member of the configuration
-    /// in force, and, until that configuration commits, the members it
-    /// removes. A removed server then receives the entry that removes it
-    /// and knows it is no longer a member (it stops campaigning at once,
-    /// and says so), instead of timing out in silence (thesis §4.2.3). Its
-    /// acknowledgements count for nothing: quorums see only the voters in
-    /// force.
+    /// in force, and the servers it removed until they hold the entry that
+    /// removes them. A removed server then knows it is no longer a member
+    /// (it stops campaigning at once, and says so) instead of timing out in
+    /// silence and relying on §4.2.3 to be ignored. Their acknowledgements
+    /// count for nothing: quorums see only the voters in force.
     pub(super) fn replication_targets(&self) -> Vec<NodeId> {
         let mut targets: Vec<NodeId> = self.peers().collect();
         let (current, index) = (self.membership.current(), self.membership.current_index());
+        let departing = |id: NodeId| id != self.id && !current.contains(id);
+        // Tracked already (this leader appended the removal) ...
+        targets.extend(
+            self.progress
+                .iter()
+                .filter(|(id, p)| departing(**id) && p.match_index < index)
+                .map(|(id, _)| *id),
+        );
+        // ... or removed by a change this leader found uncommitted.
         if index > self.commit_index {
-            let committed = self.membership.at(self.commit_index);
-            targets.extend(
-                committed
-                    .members()
-                    .into_iter()
-                    .filter(|&id| id != self.id && !current.contains(id)),
-            );
+            for id in self.membership.at(self.commit_index).members() {
+                if departing(id) && !targets.contains(&id) {
+                    targets.push(id);
+                }
+            }
         }
         targets
+    }
+
+    /// Leader: stops replicating to a removed server once it holds its
+    /// removal, or once it has been silent for many election timeouts (it
+    /// is down; it will learn of its removal, if ever, by other means).
+    pub(super) fn forget_departed(&mut self) {
+        let (current, index) = (self.membership.current(), self.membership.current_index());
+        let silence = self
+            .election_ticks_min
+            .saturating_mul(DEPARTED_SILENCE_TIMEOUTS);
+        self.progress.retain(|id, p| {
+            current.contains(*id) || (p.match_index < index && p.ticks_since_contact < silence)
+        });
     }
 
     // ----- Inputs -----------------------------------------------------------

@@ -155,10 +155,7 @@ impl RaftCore {
             return;
         };
         p.ticks_since_contact = 0;
-        // Sticky for the term: a late reply from before the follower lost
-        // its disk says `voter` too, and must not make the acknowledgements
-        // of its new, forgetful self count again.
-        p.voter &= r.voter;
+        p.record_vote_right(r.voter);
         // Any reply in our term acknowledges us as leader: it counts for the
         // heartbeat round of ReadIndex, success or not.
         p.read_round = p.read_round.max(r.read_round);

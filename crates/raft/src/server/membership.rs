@@ -34,6 +34,10 @@ pub enum AdminError {
     /// §4.1: one change at a time.
     #[error("a configuration change is in progress (index {index}); one change at a time")]
     ChangeInProgress { index: LogIndex },
+    /// A new leader has not committed an entry of its term yet (thesis
+    /// errata); it will within a round trip.
+    #[error("the leader has not committed an entry of its term yet; retry shortly")]
+    LeaderNotReady,
     /// The core refused the request (not a member, already one, ...).
     #[error("{0}")]
     Refused(String),
@@ -61,6 +65,7 @@ impl From<MembershipError> for AdminError {
         match e {
             MembershipError::NotLeader { leader_hint } => AdminError::NotLeader { leader_hint },
             MembershipError::ChangeInProgress { index } => AdminError::ChangeInProgress { index },
+            MembershipError::LeaderNotReady => AdminError::LeaderNotReady,
             MembershipError::Transferring { target } => AdminError::NotLeader {
                 leader_hint: Some(target),
             },
@@ -141,12 +146,25 @@ impl<O: Send + 'static> RaftHandle<O> {
     /// should go through [`RaftHandle::add_voter`] instead, which catches it
     /// up as a learner first.
     pub async fn change_membership(&self, change: ConfChange) -> Result<Membership, AdminError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::ChangeMembership { change, reply: tx })
-            .await
-            .map_err(|_| AdminError::Stopped)?;
-        rx.await.map_err(|_| AdminError::Stopped)?
+        // A leader elected a moment ago commits its first entry within a
+        // round trip: wait for that rather than refuse.
+        let patience = Instant::now() + self.election_timeout * 4;
+        loop {
+            let (tx, rx) = oneshot::channel();
+            self.commands
+                .send(Command::ChangeMembership {
+                    change: change.clone(),
+                    reply: tx,
+                })
+                .await
+                .map_err(|_| AdminError::Stopped)?;
+            match rx.await.map_err(|_| AdminError::Stopped)? {
+                Err(AdminError::LeaderNotReady) if Instant::now() < patience => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Leader: adds `id` as a learner (§4.2.1), waits until it has caught

@@ -128,13 +128,14 @@ impl TcpTransport {
     }
 
     /// Follows a new configuration: members with a new address get a new
-    /// link (the old one's task ends with its queue), members that left are
-    /// forgotten, and members whose address the configuration does not say
-    /// (a configuration from before addresses were kept) keep theirs.
+    /// link (the old one's task ends with its queue); members whose address
+    /// the configuration does not say (one from before addresses were
+    /// kept) keep theirs. Members that left keep theirs too: the leader
+    /// still sends a removed server the entry that removes it
+    /// (`RaftCore::replication_targets`), and an idle link costs nothing.
     pub fn set_members(&self, membership: &Membership) {
         let me = self.inner.me;
         let mut peers = write(&self.inner.peers);
-        peers.retain(|id, _| membership.contains(*id));
         for (&id, addr) in membership.addresses() {
             if id == me || !membership.contains(id) {
                 continue;

@@ -391,6 +391,9 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// `--join` addresses, for a node that joins the running cluster
+    /// ([`Cluster::join_node`]) instead of being in `--cluster`.
+    pub join: Option<String>,
 }
 
 impl Node {
@@ -446,6 +449,7 @@ impl Cluster {
                     data_dir: tmp.path().join(format!("n{}", i + 1)),
                     log: tmp.path().join(format!("n{}.stderr", i + 1)),
                     child: None,
+                    join: None,
                 })
                 .collect();
             let cluster_arg = nodes
@@ -497,7 +501,10 @@ impl Cluster {
             .expect("open log");
         let mut cmd = Command::new(BIN);
         cmd.arg("server").args(["--id", &n.id.to_string()]);
-        if let Some(c) = cluster {
+        if let Some(join) = &n.join {
+            cmd.args(["--join", join])
+                .args(["--peer-listen", &format!("127.0.0.1:{}", n.peer_port)]);
+        } else if let Some(c) = cluster {
             cmd.args(["--cluster", c]);
         }
         cmd.arg("--data-dir")
@@ -547,6 +554,33 @@ impl Cluster {
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// Starts a new node (the next id) with an empty data dir and
+    /// `--join` pointing at every current node's client port; returns its
+    /// index. It waits to be added (`RAFT.NODE ADD`).
+    pub fn join_node(&mut self) -> usize {
+        let ports = free_ports(3);
+        let i = self.nodes.len();
+        let join = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.client_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.nodes.push(Node {
+            id: i as u64 + 1,
+            client_port: ports[0],
+            peer_port: ports[1],
+            cluster_port: ports[1],
+            http_port: ports[2],
+            data_dir: self.tmp.path().join(format!("n{}", i + 1)),
+            log: self.tmp.path().join(format!("n{}.stderr", i + 1)),
+            child: None,
+            join: Some(join),
+        });
+        self.spawn_with_cluster(i, None);
+        i
     }
 
     pub fn running(&self) -> Vec<usize> {

@@ -33,8 +33,14 @@ pub(crate) struct Progress {
     pub(crate) snapshot_pending: Option<LogIndex>,
     /// Whether this follower's acknowledgements count toward a majority
     /// (commit, ReadIndex rounds and leases, check-quorum): false once it
-    /// said it may not vote (see `AppendEntriesReply::voter`).
+    /// said it may not vote (see `AppendEntriesReply::voter`), true again
+    /// once it says it may (see [`Progress::record_vote_right`]).
     pub(crate) voter: bool,
+    /// It said it may vote, in some reply of this term.
+    said_voter: bool,
+    /// It said it may vote and later that it may not: its disk was replaced
+    /// under it. Final for the term.
+    lost_vote: bool,
 }
 
 impl Progress {
@@ -52,6 +58,26 @@ impl Progress {
             commit_told: 0,
             snapshot_pending: None,
             voter: true,
+            said_voter: false,
+            lost_vote: false,
+        }
+    }
+
+    /// What a reply says of the follower's right to vote
+    /// (`crate::incarnation`). A new data dir may not vote at first and may
+    /// later (a joining server, once every voter cleared it): from then on
+    /// its acknowledgements count. A server that could vote and then could
+    /// not lost its disk: a late reply from before, which still says it
+    /// may, must not make its forgetful new self count again.
+    pub(crate) fn record_vote_right(&mut self, may_vote: bool) {
+        if may_vote {
+            if !self.lost_vote {
+                self.voter = true;
+                self.said_voter = true;
+            }
+        } else {
+            self.lost_vote |= self.said_voter;
+            self.voter = false;
         }
     }
 }
