@@ -107,17 +107,50 @@ pub async fn run(
             port(200, i)
         );
     }
-    println!("Any node accepts any command. Press Ctrl-C to stop.\n");
+    println!("Any node accepts any command. Press Ctrl-C to stop.");
+    // Thesis chapter 4 from the command line: how to grow and shrink this
+    // cluster while it runs. A node added this way, on the ports the
+    // pattern gives it, shows up in the view below.
+    let next = args.nodes + 1;
+    if next <= 9 {
+        println!(
+            "Add node {next}:    {} server --id {next} --join 127.0.0.1:{} --data-dir {} \\\n                 --client-addr 127.0.0.1:{} --peer-listen 127.0.0.1:{} --http-addr 127.0.0.1:{} &\n              redis-cli -p {} RAFT.NODE ADD {next} 127.0.0.1:{}",
+            exe.display(),
+            port(0, 1),
+            dir.join(format!("node{next}")).display(),
+            port(0, next),
+            port(100, next),
+            port(200, next),
+            port(0, 1),
+            port(100, next),
+        );
+    }
+    println!(
+        "Remove node N:  redis-cli -p {} RAFT.NODE REMOVE N     Move leadership: redis-cli -p {} RAFT.TRANSFER [N]\n",
+        port(0, 1),
+        port(0, 1)
+    );
 
-    let nodes: Vec<(u64, u16)> = (1..=args.nodes).map(|i| (i, port(0, i))).collect();
+    let mut nodes: Vec<(u64, u16)> = (1..=args.nodes).map(|i| (i, port(0, i))).collect();
     tokio::pin!(shutdown);
     let mut first = true;
+    let mut drawn = 0;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tokio::time::sleep(Duration::from_millis(if first { 300 } else { 1000 })) => {}
         }
+        // Members added while it runs (on the pattern's ports) join the view.
+        for id in members_seen(&nodes).await {
+            if id <= 9 && !nodes.iter().any(|(n, _)| *n == id) {
+                nodes.push((id, port(0, id)));
+            }
+        }
         let mut lines = Vec::new();
+        for (i, _) in nodes.iter().filter(|(n, _)| *n > args.nodes) {
+            lines.push(node_line(*i, port(0, *i)).await);
+        }
+        let mut started = Vec::new();
         for (i, child) in children.iter_mut() {
             let line = match child.try_wait() {
                 Ok(Some(status)) => format!(
@@ -129,13 +162,16 @@ pub async fn run(
                     None => String::new(),
                 },
             };
-            lines.push(line);
+            started.push(line);
         }
+        started.append(&mut lines);
+        let lines = started;
         let mut out = std::io::stdout().lock();
         if !first {
             // Redraw in place: move the cursor up over the previous block.
-            let _ = write!(out, "\x1b[{}A", lines.len());
+            let _ = write!(out, "\x1b[{}A", drawn);
         }
+        drawn = lines.len();
         for l in &lines {
             let _ = writeln!(out, "\x1b[2K{l}");
         }
@@ -164,6 +200,27 @@ pub async fn run(
     Ok(())
 }
 
+/// The voters and learners the first node that answers knows of.
+async fn members_seen(nodes: &[(u64, u16)]) -> Vec<u64> {
+    for (_, port) in nodes {
+        if let Some(info) = raft_info(*port).await {
+            let list = |k: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{k}:")))
+                    .unwrap_or("")
+                    .trim()
+                    .split(',')
+                    .filter_map(|id| id.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            };
+            let mut ids = list("voters");
+            ids.extend(list("learners"));
+            return ids;
+        }
+    }
+    Vec::new()
+}
+
 /// One live line for a node, from its `RAFT.INFO`.
 async fn node_line(id: u64, port: u16) -> String {
     match raft_info(port).await {
@@ -176,12 +233,13 @@ async fn node_line(id: u64, port: u16) -> String {
                     .to_string()
             };
             format!(
-                "node {id} [:{port}]  {:<9} term {:<4} leader {:<2} commit {:<8} applied {:<8}",
+                "node {id} [:{port}]  {:<9} term {:<4} leader {:<2} commit {:<8} applied {:<8} {}",
                 f("role"),
                 f("term"),
                 f("leader_id"),
                 f("commit_index"),
-                f("last_applied")
+                f("last_applied"),
+                f("membership")
             )
         }
         None => format!("node {id} [:{port}]  (not answering yet)"),

@@ -1,7 +1,17 @@
-//! `raftkv up` (item 12) starts a cluster, and stops it and every server on
-//! SIGTERM.
+//! `raftkv up` (item 12) starts a cluster, says how to add a node while it
+//! runs (and the recipe works), and stops it and every server on SIGTERM.
 
 use super::*;
+
+/// A process the test started itself, killed and reaped however the test ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 /// Kills `raftkv up` and the servers it started, whatever happens.
 struct UpGuard {
@@ -154,6 +164,52 @@ fn raftkv_up_starts_a_cluster_and_stops_on_sigterm() {
     let v: Option<String> = q(&mut con2, &["GET", "up_key"]);
     assert_eq!(v.as_deref(), Some("up_value"));
     drop((con, con2));
+
+    // The banner says how to add a node while it runs; the recipe works,
+    // and the added node joins the live view.
+    let banner = g.stdout.lock().expect("lock").clone();
+    let recipe: String = banner
+        .lines()
+        .skip_while(|l| !l.starts_with("Add node 4:"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let server = recipe
+        .trim_start_matches("Add node 4:")
+        .replace(['\\', '&'], " ");
+    let args: Vec<&str> = server.split_whitespace().collect();
+    assert!(args.len() > 2, "no add-node recipe in:\n{banner}");
+    let _node4 = KillOnDrop(
+        Command::new(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start node 4 as the banner says"),
+    );
+    let add = banner
+        .lines()
+        .find(|l| l.contains("RAFT.NODE ADD 4"))
+        .expect("an ADD line");
+    let peer = add.split_whitespace().last().expect("peer address");
+    let added = wait_until(secs(10), "node 4 is added", || {
+        let mut raw = RawConn::connect(base, secs(5)).ok()?;
+        raw.set_timeout(secs(30));
+        match raw.cmd(&["RAFT.NODE", "ADD", "4", peer]).ok()? {
+            Resp::Simple(ok) => Some(ok),
+            _ => None,
+        }
+    });
+    assert_eq!(added, "OK");
+    wait_until(secs(10), "node 4 in the live view", || {
+        let out = g.stdout.lock().ok()?;
+        out.lines()
+            .rev()
+            .take(8)
+            .any(|l| l.contains("node 4 [:") && l.contains("voter"))
+            .then_some(())
+    });
 
     let t = Instant::now();
     signal(up_pid, "TERM");
