@@ -6,8 +6,6 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::server::RunError;
@@ -247,29 +245,12 @@ async fn node_line(id: u64, port: u16) -> String {
 }
 
 async fn raft_info(port: u16) -> Option<String> {
-    let fut = async {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(b"*1\r\n$9\r\nRAFT.INFO\r\n").await.ok()?;
-        let mut buf = vec![0u8; 4096];
-        let mut n = 0;
-        loop {
-            let m = s.read(&mut buf[n..]).await.ok()?;
-            if m == 0 {
-                break;
-            }
-            n += m;
-            let text = String::from_utf8_lossy(&buf[..n]);
-            if text.contains("snapshot_last_index:") && text.ends_with("\r\n\r\n") {
-                break;
-            }
-            if n == buf.len() {
-                break;
-            }
-        }
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
-    };
-    tokio::time::timeout(Duration::from_millis(500), fut)
-        .await
-        .ok()
-        .flatten()
+    let address = format!("127.0.0.1:{port}");
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        crate::server::raft_info_at(&address),
+    )
+    .await
+    .ok()?
+    .ok()
 }

@@ -259,6 +259,20 @@ pub async fn fetch_cluster_id(addresses: &[String], patience: Duration) -> Resul
 
 /// One `RAFT.INFO` over RESP, for its `cluster_id` field.
 async fn ask_cluster_id(address: &str) -> Result<String, String> {
+    let text = raft_info_at(address).await?;
+    cluster_id_in(&text).ok_or_else(|| {
+        format!(
+            "no cluster_id in its reply ({:?})",
+            text.get(..text.len().min(80)).unwrap_or_default()
+        )
+    })
+}
+
+/// The text of `RAFT.INFO` from the node whose client port is at
+/// `address`: one RESP bulk string (`$len\r\n`, then `len` bytes and
+/// `\r\n`), read until complete. Bounded to 64 KiB; the caller bounds the
+/// time. Also what `raftkv up` polls its nodes with.
+pub async fn raft_info_at(address: &str) -> Result<String, String> {
     let mut stream = TcpStream::connect(address)
         .await
         .map_err(|e| e.to_string())?;
@@ -266,30 +280,40 @@ async fn ask_cluster_id(address: &str) -> Result<String, String> {
         .write_all(b"*1\r\n$9\r\nRAFT.INFO\r\n")
         .await
         .map_err(|e| e.to_string())?;
-    let mut text = Vec::new();
+    let mut reply = Vec::new();
     let mut buf = [0u8; 4096];
-    // A bulk string: `$len\r\n` then len bytes and `\r\n`; bounded.
-    while text.len() < 64 << 10 {
+    while reply.len() < 64 << 10 {
         let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
         if n == 0 {
             break;
         }
-        text.extend_from_slice(buf.get(..n).unwrap_or_default());
-        if let Some(id) = cluster_id_in(&text) {
-            return Ok(id);
+        reply.extend_from_slice(buf.get(..n).unwrap_or_default());
+        if let Some(body) = complete_bulk(&reply) {
+            return Ok(String::from_utf8_lossy(body).into_owned());
         }
     }
     Err(format!(
-        "no cluster_id in its reply ({:?})",
-        String::from_utf8_lossy(text.get(..text.len().min(80)).unwrap_or_default())
+        "not a complete RAFT.INFO reply ({:?})",
+        String::from_utf8_lossy(reply.get(..reply.len().min(80)).unwrap_or_default())
     ))
 }
 
-fn cluster_id_in(reply: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(reply).ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix("cluster_id:"))?;
-    let id = line.trim();
-    (!id.is_empty() && id.len() <= 64 && text.ends_with("\r\n")).then(|| id.to_string())
+/// The body of a complete RESP bulk string at the start of `reply`.
+fn complete_bulk(reply: &[u8]) -> Option<&[u8]> {
+    let rest = reply.strip_prefix(b"$")?;
+    let eol = rest.windows(2).position(|w| w == b"\r\n")?;
+    let len: usize = std::str::from_utf8(rest.get(..eol)?).ok()?.parse().ok()?;
+    let body_at = eol + 2;
+    let body = rest.get(body_at..body_at.checked_add(len)?)?;
+    (rest.get(body_at + len..body_at + len + 2)? == b"\r\n").then_some(body)
+}
+
+fn cluster_id_in(text: &str) -> Option<String> {
+    let id = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cluster_id:"))?
+        .trim();
+    (!id.is_empty() && id.len() <= 64).then(|| id.to_string())
 }
 
 #[cfg(test)]
@@ -316,9 +340,17 @@ mod tests {
 
     #[test]
     fn the_cluster_id_is_read_from_a_complete_raft_info_reply() {
-        let reply = b"$40\r\n# Raft\r\nnode_id:1\r\ncluster_id:1a2b3c4d\r\n\r\n";
-        assert_eq!(cluster_id_in(reply).as_deref(), Some("1a2b3c4d"));
-        assert_eq!(cluster_id_in(b"$40\r\n# Raft\r\ncluster_id:1a2"), None);
-        assert_eq!(cluster_id_in(b"-ERR unknown command\r\n"), None);
+        let body = b"# Raft\r\nnode_id:1\r\ncluster_id:1a2b3c4d\r\n";
+        let mut reply = format!("${}\r\n", body.len()).into_bytes();
+        reply.extend_from_slice(body);
+        reply.extend_from_slice(b"\r\n");
+        let text = String::from_utf8_lossy(complete_bulk(&reply).expect("complete"));
+        assert_eq!(cluster_id_in(&text).as_deref(), Some("1a2b3c4d"));
+        // Every cut-off prefix is incomplete; an error reply is not a bulk.
+        for cut in 0..reply.len() {
+            assert_eq!(complete_bulk(&reply[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(complete_bulk(b"-ERR unknown command\r\n"), None);
+        assert_eq!(cluster_id_in("# Raft\r\nnode_id:1\r\n"), None);
     }
 }
