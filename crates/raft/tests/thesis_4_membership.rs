@@ -338,6 +338,37 @@ fn a_leader_removing_itself_leads_until_the_change_commits_then_steps_down() {
     assert_eq!(c.core(1).state(), RaftState::Follower);
 }
 
+#[test]
+fn a_leader_that_lost_leadership_before_its_removal_reached_anyone_campaigns_to_finish_it() {
+    // Node 1 leads {1, 2} (node 3 was removed) and appends its own
+    // removal, which makes {2}; then it stops leading before node 2 has
+    // the entry. Node 2, still in {1, 2}, needs node 1's vote, which node
+    // 1's longer log refuses; node 1 is no voter of {2}. Without the
+    // §4.2.2 exception neither ever leads again (seed 61 of the simulator).
+    let mut c = Cluster::new(3, config(false, false));
+    c.elect(1);
+    change(&mut c, 1, ConfChange::Remove { id: 3 });
+    c.crash(3);
+    let (index, _) = c
+        .core_mut(1)
+        .propose_conf_change(&ConfChange::Remove { id: 1 })
+        .expect("the leader takes its own removal");
+    // Persisted on node 1; its AppendEntries are lost.
+    c.process(1);
+    c.drop_queue();
+    c.crash(1);
+    c.restart(1);
+    assert_eq!(c.core(1).voters(), &[2]);
+    assert!(c.core(2).voters().contains(&1), "node 2 lacks the removal");
+    c.tick_all(200);
+    // Node 1 campaigned (counting node 2's vote only), committed its
+    // removal as leader, and stepped down; node 2 now leads {2} alone.
+    assert!(c.core(2).commit_index() >= index);
+    assert_eq!(c.core(2).voters(), &[2]);
+    assert_eq!(c.leaders(), vec![2]);
+    assert_eq!(c.core(1).state(), RaftState::Follower);
+}
+
 // ----- §4.2.3: a removed server cannot disrupt the cluster --------------------
 
 #[test]

@@ -50,10 +50,7 @@ impl RaftCore {
     }
 
     pub(super) fn campaign(&mut self) {
-        // §4.2.2: a server that is not a voter of its latest configuration
-        // (a learner, a node that was removed, one still joining) never
-        // campaigns.
-        if !self.membership.current().is_voter(self.id) {
+        if !self.may_campaign() {
             self.reset_election_timer();
             return;
         }
@@ -62,6 +59,28 @@ impl RaftCore {
         } else {
             self.become_candidate();
         }
+    }
+
+    /// §4.2.2: a server that is not a voter of its latest configuration (a
+    /// learner, a node that was removed, one still joining) never
+    /// campaigns, with one exception: a voter whose own removal is in its
+    /// log but not known committed. A leader that removed itself leads
+    /// until the removal commits; if it lost leadership before it had
+    /// replicated the entry to the new voters, they lack it and cannot
+    /// win without its vote, which its longer log refuses, so it must be
+    /// the one to campaign again and finish the change. Only the new
+    /// voters' votes count (`vote_result` uses the latest configuration,
+    /// which does not contain it), and once its removal commits it steps
+    /// down (`maybe_step_down_removed`). The simulator found the deadlock
+    /// without this (issue 15).
+    pub(super) fn may_campaign(&self) -> bool {
+        let latest = self.membership.current_index();
+        self.membership.current().is_voter(self.id)
+            || (latest > self.commit_index
+                && self
+                    .membership
+                    .at(latest.saturating_sub(1))
+                    .is_voter(self.id))
     }
 
     pub(super) fn become_pre_candidate(&mut self) {
