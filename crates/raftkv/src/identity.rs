@@ -152,23 +152,6 @@ impl NodeIdentity {
         Ok(())
     }
 
-    /// `peer` left the cluster for good (its removal committed): forget its
-    /// incarnation, so that it may come back later as a new member with a
-    /// new data dir and be judged as one (thesis chapter 4: remove, then
-    /// add back).
-    pub async fn forget(&self, peer: NodeId) -> std::io::Result<()> {
-        let mut meta = self.meta.lock().await;
-        if !meta.peers.peers.contains_key(&peer) {
-            return Ok(());
-        }
-        let mut next = meta.clone();
-        next.peers.peers.remove(&peer);
-        self.store(&next).await?;
-        *meta = next;
-        tracing::info!(peer, "forgot the incarnation of removed node {peer}");
-        Ok(())
-    }
-
     /// Logs and publishes a vote right that just changed (and is stored).
     fn announce(&self, peer: NodeId, meta: &ClusterMeta) {
         match meta.vote {

@@ -188,21 +188,23 @@ fn error_text(e: &AdminError) -> String {
     }
 }
 
-/// Follows the configuration in force: keeps this node's vote right and
-/// book of peers in step with it, tells the connections whether this node
-/// is still a member, and logs once when it is removed.
+/// Follows the configuration in force: keeps this node's vote right in step
+/// with it, tells the connections whether this node is still a member, and
+/// logs once when it is removed.
+///
+/// The book of peers is never pruned: a removed server's incarnation stays
+/// known, so that if its data dir is wiped and it is restarted with the old
+/// `--cluster` list it is suspended, as any wiped voter is. Forgetting it
+/// would let two such servers clear each other and elect a leader of the
+/// old configuration with empty logs (the simulator's
+/// `forget-removed-incarnations` bug shows it). A machine whose data dir was
+/// wiped comes back under a new id.
 pub(super) async fn follow_configuration(shared: Arc<Shared>) {
     let mut status = shared.handle.watch_status();
     let id = shared.node_id;
     let mut known: Option<Arc<Membership>> = None;
-    let mut committed = status.borrow().membership.clone();
     loop {
-        let (membership, settled) = {
-            let s = status.borrow_and_update();
-            // A removal is final once committed: only then is the removed
-            // node's incarnation forgotten (it may come back as a new one).
-            (s.membership.clone(), s.commit_index >= s.membership_index)
-        };
+        let membership = status.borrow_and_update().membership.clone();
         let state = MemberState::of(&membership, id);
         let before =
             MemberState::from_code(shared.member_state.swap(state.code(), Ordering::Relaxed));
@@ -218,16 +220,6 @@ pub(super) async fn follow_configuration(shared: Arc<Shared>) {
                 );
             }
             known = Some(membership.clone());
-        }
-        if settled && committed != membership {
-            for gone in committed.members() {
-                if !membership.contains(gone) && gone != id {
-                    if let Err(e) = shared.identity.forget(gone).await {
-                        tracing::error!(id, "cannot store the book of peers: {e}");
-                    }
-                }
-            }
-            committed = membership;
         }
         if status.changed().await.is_err() {
             return;
