@@ -51,6 +51,9 @@ pub enum ViolationKind {
     Linearizability,
     /// After the last fault healed, no leader committed within the bound.
     Liveness,
+    /// Only a voter of the configuration in force in its log leads; a
+    /// server the committed configuration removed never leads again.
+    Membership,
 }
 
 impl ViolationKind {
@@ -70,6 +73,7 @@ impl ViolationKind {
             ViolationKind::Durability => "durability of acknowledged writes",
             ViolationKind::Linearizability => "linearizability",
             ViolationKind::Liveness => "liveness after faults heal",
+            ViolationKind::Membership => "only voters lead",
         }
     }
 
@@ -92,6 +96,9 @@ impl ViolationKind {
             ViolationKind::Durability => "§5.3 and §8: a committed write survives",
             ViolationKind::Linearizability => "§8, thesis §6: linearizable semantics",
             ViolationKind::Liveness => "§5.2, §9.1: progress once a majority can talk",
+            ViolationKind::Membership => {
+                "thesis §4.1, §4.2.2: a server is a voter of the configuration it leads in"
+            }
         }
     }
 }
@@ -118,6 +125,11 @@ impl std::fmt::Display for Violation {
 }
 
 type Check = Result<(), (ViolationKind, String)>;
+
+/// One server for commit safety: its id, whether it may vote, and each log
+/// it could present with the voters of the configuration it would campaign
+/// in.
+pub type CandidateLogs<'a> = (NodeId, bool, Vec<(LogView, &'a [NodeId])>);
 
 /// What commit safety needs to know of one log a server could present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -538,20 +550,27 @@ impl Invariants {
     /// Figure 8 bug commits without such a majority.
     /// `logs`: each node's id, whether it may ever vote (a node whose
     /// data dir was wiped never does: `raft::incarnation`), and the views
-    /// of its log.
-    pub fn check_commit_safety(&self, logs: &[(NodeId, bool, Vec<LogView>)]) -> Check {
+    /// of its log, each with the voters of the configuration it would
+    /// campaign in (thesis §4.1: a candidate counts the votes of the voters
+    /// in its own latest configuration, whoever else grants).
+    pub fn check_commit_safety(&self, logs: &[CandidateLogs<'_>]) -> Check {
         let Some((index, term)) = self.last_committed() else {
             return Ok(());
         };
-        let quorum = logs.len() / 2 + 1;
         for (candidate, _, views) in logs.iter().filter(|(_, may_vote, _)| *may_vote) {
-            for y in views.iter().filter(|v| v.term_at(index) != Some(term)) {
+            for (y, config) in views.iter().filter(|(v, _)| v.term_at(index) != Some(term)) {
+                if !config.contains(candidate) {
+                    // Not a voter in its own configuration: it never campaigns.
+                    continue;
+                }
+                let quorum = config.len() / 2 + 1;
                 let voters: Vec<NodeId> = logs
                     .iter()
                     .filter(|(voter, may_vote, own)| {
                         *may_vote
+                            && config.contains(voter)
                             && (voter == candidate
-                                || own.iter().any(|v| y.at_least_as_up_to_date_as(v)))
+                                || own.iter().any(|(v, _)| y.at_least_as_up_to_date_as(v)))
                     })
                     .map(|(voter, _, _)| *voter)
                     .collect();

@@ -33,8 +33,9 @@ pub struct SimArgs {
     pub steps: u64,
     /// Faults: none, all, partitions, crashes, network, snapshots, or a
     /// comma list of partition, asym, bridge, crash, power, loss, dup,
-    /// reorder, delay, drift, snapshot, snapshot-churn, pause, clock-stop, wipe
-    /// (`all` is every one but snapshot-churn and clock-stop).
+    /// reorder, delay, drift, snapshot, snapshot-churn, pause, clock-stop, wipe,
+    /// membership (add, remove, promote and leadership transfer, the leader
+    /// included) (`all` is every one but snapshot-churn and clock-stop).
     #[arg(long, default_value = "all")]
     pub faults: FaultMix,
     /// Concurrent clients.
@@ -48,7 +49,7 @@ pub struct SimArgs {
     /// truncate-on-stale-append, read-without-quorum-check, skip-noop-on-election;
     /// or one in the simulator's driver: compact-before-snapshot-durable,
     /// install-without-restore, keep-superseded-log, skip-missed-ticks,
-    /// ignore-vote-right.
+    /// ignore-vote-right, forget-removed-incarnations (with membership).
     #[arg(long)]
     pub bug: Option<Bug>,
     /// Fix pre-vote on or off (default: drawn from the seed).
@@ -139,11 +140,14 @@ pub fn run(args: SimArgs) -> ExitCode {
     );
     let started = Instant::now();
     let (mut failed, mut steps, mut inconclusive, mut ran) = (Vec::new(), 0u64, 0usize, 0u64);
+    let (mut changes, mut transfers) = (0u64, 0u64);
     for seed in first..first + count {
         let outcome = run_seed(&args.options(seed));
         ran += 1;
         steps += outcome.stats.steps;
         inconclusive += outcome.stats.lin_inconclusive_keys;
+        changes += outcome.stats.membership_changes_committed;
+        transfers += outcome.stats.transfers;
         if !outcome.passed() {
             print!("{}", outcome.report());
             failed.push(seed);
@@ -159,6 +163,9 @@ pub fn run(args: SimArgs) -> ExitCode {
         ran as f64 / secs,
         steps as f64 / secs
     );
+    if args.faults.membership {
+        println!("membership: {changes} configuration changes committed, {transfers} leadership transfers asked");
+    }
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -25,7 +25,7 @@
 //! the driver's: a crash always loses them.) At most [`SNAPSHOTS_KEPT`]
 //! snapshots are kept.
 
-use raft::{HardState, LogEntry, LogIndex, RecoveredState, Term};
+use raft::{EntryKind, HardState, LogEntry, LogIndex, Membership, RecoveredState, Term};
 
 use crate::snapshot::SimSnapshot;
 
@@ -322,6 +322,33 @@ impl SimDisk {
     /// after reconciling the newest durable snapshot with the durable log
     /// (see `World::reconcile`), and the index up to which the snapshot
     /// covers it.
+    /// The configuration a restart would start with (thesis §4.1): the last
+    /// configuration entry of the durable log it keeps, else the newest
+    /// durable snapshot's, else `None` (the node's bootstrap list).
+    pub fn restart_membership(&self) -> Option<Membership> {
+        let snap = self.latest_durable_snapshot();
+        let s = snap.map_or(0, |snap| snap.index);
+        // As `restart_view` and `recover_node`: a log that does not continue
+        // the snapshot, or ends before it, is discarded at restart.
+        let log_kept = snap.is_none_or(|snap| {
+            self.durable_last_index() >= snap.index
+                && self.durable_term(snap.index).is_none_or(|t| t == snap.term)
+        });
+        if log_kept {
+            let found = self
+                .entries
+                .iter()
+                .rev()
+                .take_while(|e| e.index > s)
+                .find(|e| e.kind == EntryKind::ConfChange)
+                .and_then(|e| Membership::decode(&e.data).ok());
+            if found.is_some() {
+                return found;
+            }
+        }
+        snap.map(|snap| snap.membership.clone())
+    }
+
     pub fn restart_view(&self) -> (LogIndex, Term, LogIndex) {
         let (s, t) = self
             .latest_durable_snapshot()
@@ -389,7 +416,12 @@ mod tests {
     }
 
     fn snap(index: u64, term: u64) -> SimSnapshot {
-        SimSnapshot::take(&raftkv_store::KvStore::new(), index, term)
+        SimSnapshot::take(
+            &raftkv_store::KvStore::new(),
+            index,
+            term,
+            &raft::Membership::new(&[1, 2, 3], &[]),
+        )
     }
 
     #[test]

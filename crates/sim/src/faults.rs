@@ -65,9 +65,17 @@ pub struct FaultMix {
     /// voting again (`raft::incarnation`); at most `n - quorum` nodes are
     /// wiped in a run, since each one leaves the voters for good.
     pub wipe: bool,
+    /// `membership`: the leader changes the configuration (thesis chapter
+    /// 4, one server at a time): it removes a voter or a learner (itself
+    /// too), adds a server that is not a member as a learner (with its old
+    /// data dir, or a wiped one, as an operator re-adds a replaced
+    /// machine), promotes a learner, or hands leadership to another voter
+    /// (§3.10), while every other fault goes on. Removed servers keep
+    /// running, as a forgotten process would.
+    pub membership: bool,
 }
 
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
     "partition",
     "asym",
     "bridge",
@@ -83,6 +91,7 @@ const NAMES: [&str; 15] = [
     "pause",
     "clock-stop",
     "wipe",
+    "membership",
 ];
 
 impl FaultMix {
@@ -175,6 +184,7 @@ impl FaultMix {
             "pause" => &mut self.pause,
             "clock-stop" => &mut self.clock_stop,
             "wipe" => &mut self.wipe,
+            "membership" => &mut self.membership,
             _ => return None,
         })
     }
@@ -250,7 +260,7 @@ impl FromStr for FaultMix {
 }
 
 /// A bug the core can be told to have (see [`raft::BugSwitches`]), or,
-/// for the last five, the simulator's own driver: each breaks one
+/// for the last six, the simulator's own driver: each breaks one
 /// rule, so a test can prove the simulator notices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Bug {
@@ -282,10 +292,17 @@ pub enum Bug {
     /// whose data dir was wiped votes at once, in terms where it may have
     /// voted before its wipe.
     IgnoreVoteRight,
+    /// Driver: forget a server's incarnation once its removal commits, so
+    /// that it could come back under its id with a new data dir. Two
+    /// removed servers wiped and restarted with the old `--cluster` list
+    /// then clear each other (nobody remembers them), and with empty logs
+    /// elect a leader of the old configuration: a second cluster. Found by
+    /// the simulator in raftkv's first membership code (issue 15).
+    ForgetRemovedIncarnations,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 10] = [
+    pub const ALL: [Bug; 11] = [
         Bug::CommitPreviousTermByCounting,
         Bug::ForgetToPersistVote,
         Bug::TruncateOnStaleAppend,
@@ -296,6 +313,7 @@ impl Bug {
         Bug::KeepSupersededLog,
         Bug::SkipMissedTicks,
         Bug::IgnoreVoteRight,
+        Bug::ForgetRemovedIncarnations,
     ];
 
     pub fn name(self) -> &'static str {
@@ -310,6 +328,7 @@ impl Bug {
             Bug::KeepSupersededLog => "keep-superseded-log",
             Bug::SkipMissedTicks => "skip-missed-ticks",
             Bug::IgnoreVoteRight => "ignore-vote-right",
+            Bug::ForgetRemovedIncarnations => "forget-removed-incarnations",
         }
     }
 
@@ -326,7 +345,8 @@ impl Bug {
             | Bug::InstallWithoutRestore
             | Bug::KeepSupersededLog
             | Bug::SkipMissedTicks
-            | Bug::IgnoreVoteRight => {}
+            | Bug::IgnoreVoteRight
+            | Bug::ForgetRemovedIncarnations => {}
         }
         b
     }

@@ -177,6 +177,12 @@ pub struct SimStats {
     /// AppendEntries delivered to a follower whose snapshot covers their
     /// `prev_log_index` (they reach into its compacted range).
     pub appends_below_snapshot: u64,
+    /// Configuration changes a leader appended (thesis §4.1), and those
+    /// that committed.
+    pub membership_changes: u64,
+    pub membership_changes_committed: u64,
+    /// Leadership transfers asked for (§3.10).
+    pub transfers: u64,
 }
 
 /// The result of one seed.
@@ -233,6 +239,12 @@ impl SimOutcome {
                 s.snapshots_installed,
                 s.snapshot_crashes,
                 s.appends_below_snapshot
+            ));
+        }
+        if self.options.faults.membership {
+            out.push_str(&format!(
+                "membership: {} changes appended, {} committed, {} leadership transfers asked\n",
+                s.membership_changes, s.membership_changes_committed, s.transfers
             ));
         }
         out.push_str("nodes:\n");

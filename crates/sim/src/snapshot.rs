@@ -6,10 +6,15 @@
 //! to what the simulation needs:
 //!
 //! ```text
-//! | last_index u64 | last_term u64 | image length u64 | image | crc32c u32 |
+//! | last_index u64 | last_term u64 | configuration length u64 | configuration |
+//! | image length u64 | image | crc32c u32 |
 //! ```
 //!
-//! (little-endian; the CRC covers every byte before it). The image is the
+//! (little-endian; the CRC covers every byte before it). The configuration
+//! is the one in force at `last_index` (`Membership::encode`), as in
+//! `raft::SnapshotStore`'s format 2: a follower that installs the snapshot,
+//! or a node that restarts from it, learns the cluster's membership from it
+//! (thesis §4.1, chapter 5). The image is the
 //! `KvStore`'s own (`StateMachine::snapshot` → `write_to`), so restoring goes
 //! through the real `StateMachine::restore`; its pairs are put in key order
 //! first (the map's iteration order is not deterministic, and a replay must
@@ -19,35 +24,48 @@
 use std::fmt;
 use std::rc::Rc;
 
-use raft::{LogIndex, StateMachine, Term};
+use raft::{LogIndex, Membership, StateMachine, Term};
 
 use raftkv_store::{KvCommand, KvStore};
 
+/// Index, term and the configuration's length.
 const HEADER: usize = 24;
 const TRAILER: usize = 4;
 
-/// One snapshot file: its metadata and its bytes (header, image, CRC).
+/// One snapshot file: its metadata and its bytes (header, configuration,
+/// image, CRC).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimSnapshot {
     pub index: LogIndex,
     pub term: Term,
+    /// The configuration in force at `index` (thesis §4.1).
+    pub membership: Membership,
+    /// Where the image starts in `bytes`.
+    image_at: usize,
     pub bytes: Rc<Vec<u8>>,
 }
 
 impl SimSnapshot {
-    /// The file of `kv`'s state after applying `index` (of term `term`).
-    pub fn take(kv: &KvStore, index: LogIndex, term: Term) -> SimSnapshot {
+    /// The file of `kv`'s state after applying `index` (of term `term`),
+    /// with `membership` the configuration in force there.
+    pub fn take(kv: &KvStore, index: LogIndex, term: Term, membership: &Membership) -> SimSnapshot {
         let image = canonical_image(kv);
-        let mut bytes = Vec::with_capacity(HEADER + image.len() + TRAILER);
+        let config = membership.encode();
+        let mut bytes = Vec::with_capacity(HEADER + config.len() + 8 + image.len() + TRAILER);
         bytes.extend_from_slice(&index.to_le_bytes());
         bytes.extend_from_slice(&term.to_le_bytes());
+        bytes.extend_from_slice(&(config.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&config);
         bytes.extend_from_slice(&(image.len() as u64).to_le_bytes());
+        let image_at = bytes.len();
         bytes.extend_from_slice(&image);
         let crc = crc32c::crc32c(&bytes);
         bytes.extend_from_slice(&crc.to_le_bytes());
         SimSnapshot {
             index,
             term,
+            membership: membership.clone(),
+            image_at,
             bytes: Rc::new(bytes),
         }
     }
@@ -62,17 +80,36 @@ impl SimSnapshot {
         if crc32c::crc32c(&bytes[..body_end]) != crc {
             return Err("checksum mismatch".to_string());
         }
-        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
-        let (index, term, image_len) = (word(0), word(8), word(16));
-        if image_len != (body_end - HEADER) as u64 {
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| format!("the file ends inside the header word at byte {at}"))
+        };
+        let (index, term, config_len) = (word(0)?, word(8)?, word(16)?);
+        let config_end = usize::try_from(config_len)
+            .ok()
+            .and_then(|n| HEADER.checked_add(n))
+            .filter(|&end| end + 8 <= body_end)
+            .ok_or_else(|| {
+                format!("header says {config_len} configuration bytes, more than the file holds")
+            })?;
+        let membership = Membership::decode(&bytes[HEADER..config_end])
+            .map_err(|e| format!("the configuration does not decode: {e}"))?;
+        let image_len = word(config_end)?;
+        let image_at = config_end + 8;
+        if image_len != (body_end - image_at) as u64 {
             return Err(format!(
                 "header says {image_len} image bytes, the file holds {}",
-                body_end - HEADER
+                body_end - image_at
             ));
         }
         Ok(SimSnapshot {
             index,
             term,
+            membership,
+            image_at,
             bytes: Rc::new(bytes),
         })
     }
@@ -88,7 +125,7 @@ impl SimSnapshot {
 
     /// The state machine image inside the file.
     pub fn image(&self) -> &[u8] {
-        &self.bytes[HEADER..self.bytes.len() - TRAILER]
+        &self.bytes[self.image_at..self.bytes.len() - TRAILER]
     }
 
     /// A `KvStore` restored from the image through `StateMachine::restore`.
@@ -297,9 +334,11 @@ mod tests {
     #[test]
     fn a_snapshot_file_round_trips_and_a_damaged_one_is_refused() {
         let a = kv(&[("k0", "1"), ("k1", "22"), ("k2", "333")]);
-        let snap = SimSnapshot::take(&a, 17, 3);
+        let membership = Membership::new(&[1, 3], &[4]);
+        let snap = SimSnapshot::take(&a, 17, 3, &membership);
         let back = SimSnapshot::verify(snap.bytes.to_vec()).unwrap();
         assert_eq!((back.index, back.term), (17, 3));
+        assert_eq!(back.membership, membership);
         assert_eq!(state_digest(&back.restore().unwrap()), state_digest(&a));
         let mut bad = snap.bytes.to_vec();
         bad[30] ^= 1;
@@ -353,7 +392,11 @@ mod tests {
     fn equal_states_give_equal_files() {
         let a = kv(&[("k0", "1"), ("k1", "2"), ("k2", "3"), ("k3", "4")]);
         let b = kv(&[("k3", "4"), ("k2", "3"), ("k1", "2"), ("k0", "1")]);
-        assert_eq!(SimSnapshot::take(&a, 5, 1), SimSnapshot::take(&b, 5, 1));
+        let m = Membership::new(&[1, 2, 3], &[]);
+        assert_eq!(
+            SimSnapshot::take(&a, 5, 1, &m),
+            SimSnapshot::take(&b, 5, 1, &m)
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod delivery;
 mod driving;
 mod ending;
 mod faults;
+mod membership;
 mod scripted;
 mod sim_kv;
 mod snapshots;
@@ -31,11 +32,11 @@ use self::driving::NodeDriver;
 use self::snapshots::{Incoming, SnapshotWrite, Transfer};
 
 use raft::{
-    Driver, IncarnationBook, LogIndex, Message, NodeId, PeerVerdict, RaftConfig, RaftCore,
-    RaftState, Rpc, Term, TickClock, VoteRight,
+    Driver, IncarnationBook, LogIndex, Membership, Message, NodeId, PeerVerdict, RaftConfig,
+    RaftCore, RaftState, Rpc, Term, TickClock, VoteRight,
 };
 
-use crate::checker::{Invariants, LogView, Violation, ViolationKind};
+use crate::checker::{CandidateLogs, Invariants, LogView, Violation, ViolationKind};
 use crate::client::{choose_op, Client, HistoryOp, KvOp, Outcome};
 use crate::disk::SimDisk;
 use crate::network::{Fate, Network, Weather};
@@ -232,8 +233,17 @@ struct Node {
     /// Durable with the data dir: whether this node may vote.
     vote_right: VoteRight,
     /// The data dir was wiped during the run (ground truth for the checks:
-    /// this node must never vote again).
+    /// this node must never vote again, unless it is removed and added back
+    /// as a new server).
     wiped: bool,
+    /// The configuration a restart without a snapshot starts from: the
+    /// bootstrap list, or an empty one for a server that joined with a new
+    /// data dir (`raftkv server --join`).
+    bootstrap: Membership,
+    /// The configuration this node last saw committed, for forgetting the
+    /// incarnations of the servers a committed change removed (as raftkv's
+    /// `follow_configuration` does).
+    committed_config: Option<(LogIndex, Membership)>,
 }
 
 impl Node {
@@ -287,6 +297,8 @@ pub(crate) struct World {
     pub(crate) crash_points_hit: Vec<(NodeId, CrashPoint)>,
     /// No nemesis: faults happen only when a scenario says so.
     scripted: bool,
+    /// The index of the newest configuration any node saw committed.
+    newest_committed_config: LogIndex,
 }
 
 impl World {
@@ -352,6 +364,8 @@ impl World {
                     book: IncarnationBook::default(),
                     vote_right: VoteRight::for_new_data_dir(id, &ids),
                     wiped: false,
+                    bootstrap: Membership::new(&ids, &[]),
+                    committed_config: None,
                     driver: None,
                     disk: SimDisk::new(),
                     inc: 0,
@@ -409,6 +423,7 @@ impl World {
             armed: BTreeMap::new(),
             crash_points_hit: Vec::new(),
             scripted: false,
+            newest_committed_config: 0,
         }
     }
 
@@ -444,7 +459,8 @@ impl World {
         }
         let nemesis = self.opts.faults.network_faults()
             || self.opts.faults.node_faults()
-            || self.opts.faults.snapshot;
+            || self.opts.faults.snapshot
+            || self.opts.faults.membership;
         if nemesis && !self.scripted {
             let at = self.rng.range(100_000, 1_000_000);
             self.schedule(at, Event::Fault);

@@ -13,12 +13,37 @@ impl World {
         let Some((_, committed_term)) = self.inv.last_committed() else {
             return;
         };
+        // The configuration each view would campaign in (thesis §4.1): the
+        // core's, and the one a restart would start from. Without
+        // membership changes, always the bootstrap list.
+        let configs: Vec<(Vec<NodeId>, Vec<NodeId>)> = if self.opts.faults.membership {
+            self.nodes
+                .iter()
+                .map(|n| {
+                    let disk = n
+                        .disk
+                        .restart_membership()
+                        .map_or_else(|| n.bootstrap.voters().to_vec(), |m| m.voters().to_vec());
+                    let core = n.core().map_or_else(Vec::new, |c| c.voters().to_vec());
+                    (disk, core)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let all = &self.ids;
+        let ignore_vote_right = self.has_bug(crate::Bug::IgnoreVoteRight);
         // A snapshot holds only committed entries (the state digests check
         // it), so the index it covers counts as held with its committed term.
-        let logs: Vec<(NodeId, bool, Vec<LogView>)> = self
+        let logs: Vec<CandidateLogs<'_>> = self
             .nodes
             .iter()
-            .map(|n| {
+            .enumerate()
+            .map(|(x, n)| {
+                let (disk_voters, core_voters): (&[NodeId], &[NodeId]) = match configs.get(x) {
+                    Some((d, c)) => (d, c),
+                    None => (all, all),
+                };
                 // What a restart would present: snapshot + log, reconciled.
                 let (last_index, last_term, covered) = n.disk.restart_view();
                 let durable_term = if index <= covered {
@@ -28,28 +53,41 @@ impl World {
                 } else {
                     None
                 };
-                let mut views = vec![LogView {
-                    last_index,
-                    last_term,
-                    term_at_committed: durable_term,
-                    committed_index: index,
-                }];
+                let mut views = vec![(
+                    LogView {
+                        last_index,
+                        last_term,
+                        term_at_committed: durable_term,
+                        committed_index: index,
+                    },
+                    disk_voters,
+                )];
                 if let Some(core) = n.core() {
                     let term = if index <= core.snapshot_index() {
                         Some(committed_term)
                     } else {
                         core.entry(index).map(|e| e.term)
                     };
-                    views.push(LogView {
-                        last_index: core.last_log_index(),
-                        last_term: core.last_log_term(),
-                        term_at_committed: term,
-                        committed_index: index,
-                    });
+                    views.push((
+                        LogView {
+                            last_index: core.last_log_index(),
+                            last_term: core.last_log_term(),
+                            term_at_committed: term,
+                            committed_index: index,
+                        },
+                        core_voters,
+                    ));
                 }
-                // A node that will never vote (its data dir was wiped)
-                // can neither be elected nor help elect anyone.
-                let may_vote = !n.wiped && n.vote_right != VoteRight::Suspended;
+                // A node that may not vote now (its data dir is new and not
+                // cleared yet, or was wiped) can neither be elected nor help
+                // elect anyone; when it is cleared, the check of that step
+                // counts it.
+                let may_vote = !n.wiped
+                    && match n.vote_right {
+                        VoteRight::Allowed => true,
+                        VoteRight::Pending { .. } => ignore_vote_right,
+                        VoteRight::Suspended => false,
+                    };
                 (n.id, may_vote, views)
             })
             .collect();
@@ -89,6 +127,24 @@ impl World {
                     .inv
                     .on_leader(id, role.1)
                     .and_then(|_| self.inv.on_elected(id, core));
+                let (config, latest) = core.membership();
+                // Thesis §4.1: a server campaigns, and so can win, only as a
+                // voter of the configuration its log ends with, or (§4.2.2)
+                // as a voter whose own removal is not committed yet.
+                let may_lead = config.is_voter(id)
+                    || (latest > core.commit_index()
+                        && core.membership_at(latest.saturating_sub(1)).is_voter(id));
+                if result.is_ok() && !may_lead {
+                    result = Err((
+                        ViolationKind::Membership,
+                        format!(
+                            "n{id} leads term {} but is not a voter of its configuration {:?} (index {})",
+                            role.1,
+                            core.membership().0.voters(),
+                            core.membership().1
+                        ),
+                    ));
+                }
             }
             node.role = role;
         }
@@ -138,6 +194,7 @@ impl World {
             self.trace(line);
         }
         self.check(result);
+        self.follow_configuration(x);
         if self.faults_on
             && self.opts.faults.node_faults()
             && (voted || elected)

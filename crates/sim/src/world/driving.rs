@@ -2,7 +2,8 @@
 //! it (ticks, messages, client operations, "the fsync is done") and carries
 //! out its effects in the virtual world, checking each against the rules:
 //!
-//! * `Send`: only a leader's AppendEntries may leave before the disk;
+//! * `Send`: only a leader's AppendEntries and TimeoutNow may leave before
+//!   the disk;
 //! * `Disk`: a write goes to the node's [`SimDisk`], unsynced; an fsync
 //!   follows in the same step or a few virtual milliseconds later (the RNG
 //!   decides), and only then does the world report it durable;
@@ -42,9 +43,16 @@ impl World {
             }
         };
         let seed = self.rng.next_u64();
-        match RaftCore::with_snapshot(
+        // Thesis §4.1: the snapshot's configuration, then the log's
+        // configuration entries (the core reads them); with neither, the
+        // bootstrap list (`--cluster`), or none for a joining server.
+        let membership = snapshot
+            .as_ref()
+            .map_or_else(|| self.nodes[x].bootstrap.clone(), |(_, _, m)| m.clone());
+        let snapshot = snapshot.map(|(index, term, _)| (index, term));
+        match RaftCore::start(
             id,
-            &self.ids,
+            membership,
             self.config.clone(),
             recovered,
             snapshot,
@@ -157,7 +165,11 @@ impl World {
             }
             match effect {
                 Effect::Send(m) => {
-                    if !matches!(m.rpc, Rpc::AppendEntries(_)) {
+                    // A leader's AppendEntries (§10.2.1: written in parallel
+                    // with the followers) and its TimeoutNow (§3.10: sent
+                    // once the target holds the whole log; it promises
+                    // nothing about the leader's disk) may go first.
+                    if !matches!(m.rpc, Rpc::AppendEntries(_) | Rpc::TimeoutNow(_)) {
                         let text = format!(
                             "n{} sends {} before persisting its Ready",
                             m.from,

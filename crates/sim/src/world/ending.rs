@@ -17,6 +17,7 @@ impl World {
                 self.restart(x);
             }
         }
+        self.stop_removed_servers_without_protection();
         let healed_at = self.now;
         let Some(leader) = self.await_convergence("healing") else {
             return;
@@ -28,9 +29,11 @@ impl World {
         // no-op, §8), which also commits whatever its predecessors left.
         // Only if the others hold a majority of votes: a node whose data dir
         // was wiped votes no more.
-        let n = self.nodes.len();
-        let voters_left = (0..n)
-            .filter(|&x| x != leader && !self.nodes[x].wiped)
+        let voters = self.leader_voters(leader);
+        let n = voters.len();
+        let voters_left = voters
+            .iter()
+            .filter(|&&v| v as usize - 1 != leader && self.can_vote(v as usize - 1))
             .count();
         let leader = if n >= 3 && voters_left > n / 2 {
             let id = self.nodes[leader].id;
@@ -67,9 +70,10 @@ impl World {
                 return;
             }
             let done = match (&self.history[op].outcome, self.history[op].proposed_at) {
-                (Outcome::Ok(_), Some((index, _))) => {
-                    self.nodes.iter().all(|n| n.is_up() && n.applied() >= index)
-                }
+                (Outcome::Ok(_), Some((index, _))) => self
+                    .members_of(leader)
+                    .iter()
+                    .all(|&x| !self.nodes[x].is_up() || self.nodes[x].applied() >= index),
                 _ => false,
             };
             if done {
@@ -133,25 +137,88 @@ impl World {
         }
     }
 
-    /// A leader such that a majority is up, and every live node is in its
-    /// term and has committed and applied the leader's whole log, which ends
-    /// in its own term.
+    /// A leader such that a majority of its voters is up, and every live
+    /// member of its configuration (voters and learners) is in its term and
+    /// has committed and applied the leader's whole log, which ends in its
+    /// own term. Servers the configuration removed are not waited for.
     pub(super) fn converged(&self) -> Option<usize> {
         let leader = (0..self.nodes.len())
             .filter(|&x| self.nodes[x].core().is_some_and(|c| c.is_leader()))
             .max_by_key(|&x| self.nodes[x].core().map_or(0, |c| c.term()))?;
         let lc = self.nodes[leader].core()?;
         let (term, last) = (lc.term(), lc.last_log_index());
-        if lc.commit_index() != last || lc.last_log_term() != term {
+        // A leader handing over (§3.10) refuses proposals until the
+        // transfer ends one way or the other.
+        if lc.commit_index() != last || lc.last_log_term() != term || lc.transfer_target().is_some()
+        {
             return None;
         }
-        let up = self.nodes.iter().filter(|n| n.is_up()).count();
-        let all = self.nodes.iter().filter(|n| n.is_up()).all(|n| {
-            n.core().is_some_and(|c| {
-                c.term() == term && c.commit_index() == last && n.applied() == last
-            }) && n.written_seq == n.synced_seq
+        let voters = lc.voters();
+        let up = voters
+            .iter()
+            .filter(|&&v| self.nodes[v as usize - 1].is_up())
+            .count();
+        let all = self.members_of(leader).into_iter().all(|x| {
+            let n = &self.nodes[x];
+            !n.is_up()
+                || n.core().is_some_and(|c| {
+                    c.term() == term && c.commit_index() == last && n.applied() == last
+                }) && n.written_seq == n.synced_seq
         });
-        (all && up > self.nodes.len() / 2).then_some(leader)
+        (all && up > voters.len() / 2).then_some(leader)
+    }
+
+    /// The voters of `leader`'s configuration.
+    fn leader_voters(&self, leader: usize) -> Vec<NodeId> {
+        self.nodes[leader]
+            .core()
+            .map_or_else(Vec::new, |c| c.voters().to_vec())
+    }
+
+    /// The nodes (by position) that are members of `leader`'s
+    /// configuration: voters and learners.
+    fn members_of(&self, leader: usize) -> Vec<usize> {
+        self.nodes[leader].core().map_or_else(Vec::new, |c| {
+            c.membership()
+                .0
+                .members()
+                .into_iter()
+                .map(|id| id as usize - 1)
+                .collect()
+        })
+    }
+
+    /// Thesis §4.2.3: a removed server that never learned of its removal
+    /// times out and campaigns with ever higher terms. Pre-vote (its
+    /// pre-votes fail: its log lacks the removal) or check-quorum (servers
+    /// that hear from a leader ignore it) keep it from deposing the leader;
+    /// with neither, nothing does, and the operator's part is to stop it.
+    /// So with neither, the removed servers are stopped at the heal; with
+    /// either, they keep running and must not disturb the cluster.
+    fn stop_removed_servers_without_protection(&mut self) {
+        if self.config.pre_vote || self.config.check_quorum {
+            return;
+        }
+        // The newest configuration known committed anywhere (a committed
+        // configuration is the same on every node that has it).
+        let Some(latest) = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.committed_config.as_ref())
+            .max_by_key(|(index, _)| *index)
+            .map(|(_, m)| m.clone())
+        else {
+            return;
+        };
+        for x in 0..self.nodes.len() {
+            if !latest.contains(self.nodes[x].id) && self.nodes[x].is_up() {
+                let id = self.nodes[x].id;
+                self.trace(format!(
+                    "heal: n{id} is not a member and nothing stops a removed server from campaigning (no pre-vote, no check-quorum): stopped, as an operator would"
+                ));
+                self.crash(x, false);
+            }
+        }
     }
 
     pub(super) fn check_linearizability(&mut self) {

@@ -28,6 +28,9 @@ impl World {
         if mix.wipe {
             kinds.push(4);
         }
+        if mix.membership {
+            kinds.push(5);
+        }
         if kinds.is_empty() {
             return;
         }
@@ -44,6 +47,7 @@ impl World {
             1 => self.crash_fault(),
             3 => self.pause_fault(),
             4 => self.wipe_fault(),
+            5 => self.membership_fault(),
             _ => self.snapshot_fault(),
         }
     }
@@ -186,6 +190,11 @@ impl World {
     pub(super) fn may_wipe(&self, x: usize) -> bool {
         let n = self.nodes.len();
         let wiped = self.nodes.iter().filter(|n| n.wiped).count();
+        if self.opts.faults.membership {
+            // Configurations change: what counts is that every one in use
+            // keeps a majority that can vote.
+            return self.nodes[x].wiped || self.wipe_keeps_majorities(x);
+        }
         self.nodes[x].wiped || wiped < n - (n / 2 + 1)
     }
 
@@ -194,6 +203,7 @@ impl World {
     /// and a pending vote, which its peers' books must turn into a
     /// suspended one.
     pub(super) fn wipe(&mut self, x: usize) {
+        let votes_may_count = self.votes_may_count(x);
         self.crash(x, false);
         let incarnation = self.rng.next_u64();
         let node = &mut self.nodes[x];
@@ -201,7 +211,7 @@ impl World {
         node.book = IncarnationBook::default();
         node.incarnation = incarnation;
         node.vote_right = VoteRight::for_new_data_dir(node.id, &self.ids);
-        node.wiped = true;
+        node.wiped = votes_may_count;
         let id = node.id;
         self.stats.wipes += 1;
         self.trace(format!(
@@ -264,25 +274,16 @@ impl World {
             return;
         }
         let (me, peer) = (self.nodes[to].id, self.nodes[from].id);
+        // Settled against the voters in force on this node (thesis §4.1).
+        let voters = self.voters_of(to);
         if !self.nodes[to]
             .vote_right
-            .on_verdict(me, &self.ids, peer, verdict)
+            .on_verdict(me, &voters, peer, verdict)
         {
             return;
         }
         match self.nodes[to].vote_right {
-            VoteRight::Allowed => {
-                if let Some(driver) = self.nodes[to].driver.as_mut() {
-                    driver.set_may_vote(true);
-                }
-                self.trace(format!("n{me} may vote: every other voter vouched for it"));
-                if self.nodes[to].wiped {
-                    self.fail(
-                        ViolationKind::ElectionSafety,
-                        format!("n{me} regained its vote after its data dir was wiped: it may vote twice in a term"),
-                    );
-                }
-            }
+            VoteRight::Allowed => self.vote_right_allowed(to, "every other voter vouched for it"),
             VoteRight::Suspended => self.trace(format!(
                 "n{me}'s vote is suspended: n{peer} knew another incarnation of it"
             )),

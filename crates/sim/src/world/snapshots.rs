@@ -24,8 +24,8 @@
 //!   snapshot plus the log after it.
 
 use raft::{
-    InstallSnapshotArgs, InstallSnapshotReply, LogIndex, Message, NodeId, RaftCore, RecoveredState,
-    Rpc, SnapshotChunkVerdict, Term,
+    InstallSnapshotArgs, InstallSnapshotReply, LogIndex, Membership, Message, NodeId, RaftCore,
+    RecoveredState, Rpc, SnapshotChunkVerdict, Term,
 };
 
 use super::{Event, World};
@@ -210,7 +210,10 @@ impl World {
         let Ok((index, term, _image)) = driver.take_snapshot() else {
             return;
         };
-        let snap = SimSnapshot::take(driver.state_machine().kv(), index, term);
+        // As `RaftServer` writes it: with the configuration in force at
+        // `index` (format 2), so that whoever installs it learns it.
+        let membership = driver.core().membership_at(index).clone();
+        let snap = SimSnapshot::take(driver.state_machine().kv(), index, term, &membership);
         let (id, len) = (node.id, snap.len());
         node.writing = Some(SnapshotWrite {
             snap,
@@ -683,10 +686,9 @@ impl World {
         }
         let kept_before = driver.core().term_at(snap.index) == Some(snap.term);
         let mut image = snap.image();
-        // The simulated cluster's membership never changes (yet): the
-        // snapshot's configuration is the one in force at its index.
-        let membership = driver.core().membership_at(snap.index).clone();
-        match driver.install_snapshot(snap.index, snap.term, membership, &mut image) {
+        // The configuration travels in the file (thesis §4.1): this node's
+        // log may hold none of the changes the snapshot covers.
+        match driver.install_snapshot(snap.index, snap.term, snap.membership.clone(), &mut image) {
             Ok(true) => {}
             Ok(false) => return true,
             Err(e) => {
@@ -739,7 +741,14 @@ impl World {
     pub(super) fn recover_node(
         &mut self,
         x: usize,
-    ) -> Result<(RecoveredState, Option<(LogIndex, Term)>, KvStore), String> {
+    ) -> Result<
+        (
+            RecoveredState,
+            Option<(LogIndex, Term, Membership)>,
+            KvStore,
+        ),
+        String,
+    > {
         let id = self.nodes[x].id;
         let keep_any_log = self.has_bug(Bug::KeepSupersededLog);
         let disk = &mut self.nodes[x].disk;
@@ -789,7 +798,7 @@ impl World {
                 hard_state: recovered.hard_state,
                 entries,
             },
-            Some((s, t)),
+            Some((s, t, snap.membership.clone())),
             kv,
         ))
     }

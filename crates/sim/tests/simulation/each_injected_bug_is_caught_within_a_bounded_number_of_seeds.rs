@@ -180,6 +180,36 @@ fn ignore_vote_right() {
 }
 
 #[test]
+fn forget_removed_incarnations() {
+    // A removed server wiped and restarted with the old bootstrap list is
+    // cleared by peers that forgot it: it votes again, and two such
+    // servers can elect a leader of the old configuration.
+    caught(
+        Bug::ForgetRemovedIncarnations,
+        &[
+            ViolationKind::ElectionSafety,
+            ViolationKind::LeaderCompleteness,
+            ViolationKind::UnsafeCommit,
+            ViolationKind::Durability,
+            ViolationKind::Linearizability,
+            ViolationKind::StaleRead,
+            ViolationKind::LogMatching,
+            ViolationKind::StateMachineSafety,
+        ],
+        |seed| {
+            options(
+                seed,
+                3,
+                20_000,
+                "membership,wipe,crash,partition"
+                    .parse()
+                    .expect("fault names"),
+            )
+        },
+    );
+}
+
+#[test]
 fn skip_noop_on_election() {
     caught(
         Bug::SkipNoopOnElection,

@@ -2,7 +2,8 @@
 //! mixes must pass every invariant; a seed must replay exactly; the
 //! linearizability checker must tell a stale read from a good history; and
 //! each bug switch must be caught within a bounded number of seeds; and
-//! snapshots (§7) must survive crashes while they are taken and installed.
+//! snapshots (§7) must survive crashes while they are taken and installed;
+//! and membership changes (thesis chapter 4) must be safe under every fault.
 //!
 //! Guide: docs/12-simulation.md. More seeds: `raftkv sim --seeds 10000`.
 
@@ -11,6 +12,7 @@ mod fault_mixes;
 mod found_by_the_simulator;
 mod linearizability;
 mod liveness;
+mod membership;
 mod snapshots;
 
 use std::time::Instant;
