@@ -111,14 +111,19 @@ impl World {
             return;
         };
         let leader = self.nodes[l].id;
-        let config = core.membership().0.clone();
+        let (config, index) = core.membership();
+        // One change at a time (§4.1): while one is pending the core would
+        // refuse another; ask for a transfer only, and above all replace
+        // no data dir for a change that will not happen.
+        let settled = index <= core.commit_index();
+        let config = config.clone();
         let voters = config.voters().to_vec();
         let learners = config.learners().to_vec();
         let outsiders: Vec<NodeId> = self
             .ids
             .iter()
             .copied()
-            .filter(|id| !config.contains(*id))
+            .filter(|&id| settled && id != leader && !config.contains(id))
             .collect();
 
         let mut choices: Vec<u8> = Vec::new();
@@ -140,7 +145,7 @@ impl World {
             })
             .chain(learners.iter().copied())
             .collect();
-        if !removable.is_empty() {
+        if settled && !removable.is_empty() {
             choices.push(1);
         }
         if !outsiders.is_empty() {
@@ -155,7 +160,7 @@ impl World {
                 self.can_vote(id as usize - 1) && self.keeps_a_voting_majority(&grown, Some(id))
             })
             .collect();
-        if !promotable.is_empty() {
+        if settled && !promotable.is_empty() {
             choices.push(3);
         }
         if choices.is_empty() {
