@@ -369,6 +369,41 @@ fn a_leader_that_lost_leadership_before_its_removal_reached_anyone_campaigns_to_
     assert_eq!(c.core(1).state(), RaftState::Follower);
 }
 
+#[test]
+fn a_lone_voter_replicates_to_its_learners_only_once_its_new_term_is_durable() {
+    // A leader elected by its own vote alone asked nobody, so nothing made
+    // its term durable first (thesis §10.2.1's early AppendEntries rest on
+    // that). Sent early, a power loss could take it back to the old term;
+    // it would win the same term again with another entry at the same
+    // index, and the learner would hold two logs under one (index, term).
+    // Found by the simulator (seed 5018705).
+    let mut c = Cluster::new(1, config(false, false));
+    c.elect(1);
+    c.add_node(2);
+    change(&mut c, 1, add_learner(2));
+    c.crash(1);
+    c.restart(1);
+    let core = c.core_mut(1);
+    let term = core.term();
+    while core.state() != RaftState::Leader {
+        core.tick();
+    }
+    assert_eq!(core.term(), term + 1);
+    let rd = core.ready();
+    assert_eq!(rd.hard_state.map(|h| h.term), Some(term + 1));
+    assert!(
+        rd.messages
+            .iter()
+            .all(|m| !matches!(m.rpc, Rpc::AppendEntries(_))),
+        "nothing leaves before the new term is durable: {:?}",
+        rd.messages
+    );
+    assert!(rd
+        .persisted_messages
+        .iter()
+        .any(|m| m.to == 2 && matches!(m.rpc, Rpc::AppendEntries(_))));
+}
+
 // ----- §4.2.3: a removed server cannot disrupt the cluster --------------------
 
 #[test]
@@ -386,6 +421,31 @@ fn a_removed_server_that_never_heard_of_its_removal_cannot_disrupt_the_cluster()
         c.tick(3);
         c.tick_all(1);
     }
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.core(1).term(), term, "the cluster's term never moved");
+}
+
+#[test]
+fn a_removed_server_that_restarts_and_campaigns_is_ignored_even_without_pre_vote() {
+    // Node 3 holds its removal, then restarts: its commit index starts
+    // again from 0, so as far as it knows its removal is not committed and
+    // it may campaign (§4.2.2). Nodes 1 and 2 know the removal committed:
+    // they ignore its vote requests, term and all (§4.2.3), so the leader
+    // is not deposed though pre-vote and check-quorum are off.
+    let mut c = Cluster::new(3, config(false, false));
+    c.elect(1);
+    let index = change(&mut c, 1, ConfChange::Remove { id: 3 });
+    c.tick_all(30);
+    assert!(c.core(2).commit_index() >= index);
+    assert_eq!(c.core(3).voters(), &[1, 2], "node 3 holds its removal");
+    let term = c.core(1).term();
+    c.crash(3);
+    c.restart(3);
+    for _ in 0..100 {
+        c.tick(3);
+        c.tick_all(1);
+    }
+    assert!(c.core(3).term() > term, "node 3 did campaign");
     assert_eq!(c.leaders(), vec![1]);
     assert_eq!(c.core(1).term(), term, "the cluster's term never moved");
 }

@@ -51,8 +51,8 @@ pub enum ViolationKind {
     Linearizability,
     /// After the last fault healed, no leader committed within the bound.
     Liveness,
-    /// Only a voter of the configuration in force in its log leads; a
-    /// server the committed configuration removed never leads again.
+    /// Only a voter of the configuration in force in its log leads (or, by
+    /// thesis §4.2.2, a voter whose own removal it has not seen commit).
     Membership,
 }
 
@@ -128,8 +128,8 @@ type Check = Result<(), (ViolationKind, String)>;
 
 /// One server for commit safety: its id, whether it may vote, and each log
 /// it could present with the voters of the configuration it would campaign
-/// in.
-pub type CandidateLogs<'a> = (NodeId, bool, Vec<(LogView, &'a [NodeId])>);
+/// in and whether it may campaign with that log (`RaftCore::may_campaign`).
+pub type CandidateLogs<'a> = (NodeId, bool, Vec<(LogView, &'a [NodeId], bool)>);
 
 /// What commit safety needs to know of one log a server could present.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -558,9 +558,13 @@ impl Invariants {
             return Ok(());
         };
         for (candidate, _, views) in logs.iter().filter(|(_, may_vote, _)| *may_vote) {
-            for (y, config) in views.iter().filter(|(v, _)| v.term_at(index) != Some(term)) {
-                if !config.contains(candidate) {
-                    // Not a voter in its own configuration: it never campaigns.
+            for (y, config, may_campaign) in views
+                .iter()
+                .filter(|(v, _, _)| v.term_at(index) != Some(term))
+            {
+                if !may_campaign {
+                    // No voter of its configuration (nor one whose own
+                    // removal it has not seen commit): it never campaigns.
                     continue;
                 }
                 let quorum = config.len() / 2 + 1;
@@ -570,7 +574,7 @@ impl Invariants {
                         *may_vote
                             && config.contains(voter)
                             && (voter == candidate
-                                || own.iter().any(|(v, _)| y.at_least_as_up_to_date_as(v)))
+                                || own.iter().any(|(v, _, _)| y.at_least_as_up_to_date_as(v)))
                     })
                     .map(|(voter, _, _)| *voter)
                     .collect();

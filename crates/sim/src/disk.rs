@@ -51,6 +51,16 @@ pub struct CrashLoss {
     pub renames_lost: usize,
 }
 
+/// The configurations a restarted node starts with (see
+/// [`SimDisk::restart_membership`]); `None` is the bootstrap list.
+#[derive(Debug, Clone, Default)]
+pub struct RestartConfig {
+    pub latest: Option<Membership>,
+    pub before: Option<Membership>,
+    /// `latest` is a log entry, not known committed after the restart.
+    pub from_log: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
     hard_state: HardState,
@@ -318,37 +328,54 @@ impl SimDisk {
         self.snapshots.iter().map(|s| (s.index, s.term)).collect()
     }
 
-    /// What a restart would present as its log: `(last index, last term)`
-    /// after reconciling the newest durable snapshot with the durable log
-    /// (see `World::reconcile`), and the index up to which the snapshot
-    /// covers it.
-    /// The configuration a restart would start with (thesis §4.1): the last
-    /// configuration entry of the durable log it keeps, else the newest
-    /// durable snapshot's, else `None` (the node's bootstrap list).
-    pub fn restart_membership(&self) -> Option<Membership> {
+    /// The configurations a restart would start with (thesis §4.1): the
+    /// latest and the one before it, each `None` for the node's bootstrap
+    /// list. The latest is the last configuration entry of the durable log
+    /// a restart keeps, else the newest durable snapshot's. When it is an
+    /// entry, the restarted node does not know it committed (its commit
+    /// index starts at the snapshot), so it may campaign as a voter of the
+    /// one before (`RaftCore::may_campaign`): `RestartConfig::from_log`.
+    pub fn restart_membership(&self) -> RestartConfig {
         let snap = self.latest_durable_snapshot();
         let s = snap.map_or(0, |snap| snap.index);
+        let base = snap.map(|snap| snap.membership.clone());
         // As `restart_view` and `recover_node`: a log that does not continue
         // the snapshot, or ends before it, is discarded at restart.
         let log_kept = snap.is_none_or(|snap| {
             self.durable_last_index() >= snap.index
                 && self.durable_term(snap.index).is_none_or(|t| t == snap.term)
         });
+        let mut found = Vec::new();
         if log_kept {
-            let found = self
+            found = self
                 .entries
                 .iter()
                 .rev()
                 .take_while(|e| e.index > s)
-                .find(|e| e.kind == EntryKind::ConfChange)
-                .and_then(|e| Membership::decode(&e.data).ok());
-            if found.is_some() {
-                return found;
-            }
+                .filter(|e| e.kind == EntryKind::ConfChange)
+                .filter_map(|e| Membership::decode(&e.data).ok())
+                .take(2)
+                .collect();
         }
-        snap.map(|snap| snap.membership.clone())
+        let mut found = found.into_iter();
+        match found.next() {
+            Some(latest) => RestartConfig {
+                latest: Some(latest),
+                before: found.next().or(base),
+                from_log: true,
+            },
+            None => RestartConfig {
+                latest: base,
+                before: None,
+                from_log: false,
+            },
+        }
     }
 
+    /// What a restart would present as its log: `(last index, last term)`
+    /// after reconciling the newest durable snapshot with the durable log
+    /// (see `World::reconcile`), and the index up to which the snapshot
+    /// covers it.
     pub fn restart_view(&self) -> (LogIndex, Term, LogIndex) {
         let (s, t) = self
             .latest_durable_snapshot()

@@ -232,6 +232,13 @@ impl RaftCore {
         tracing::info!(id = self.id, term = self.term, "became leader");
         self.state = RaftState::Leader;
         self.leader_id = Some(self.id);
+        // Elected by its own vote alone (the only voter), it asked nobody,
+        // so its new term is not durable yet: replication waits for the
+        // disk until the no-op is (`send_append`).
+        let alone = !self
+            .votes
+            .iter()
+            .any(|(&id, &granted)| id != self.id && granted);
         self.votes.clear();
         self.heartbeat_elapsed = 0;
         self.election_elapsed = 0;
@@ -250,6 +257,7 @@ impl RaftCore {
             let index = self.log.last_index() + 1;
             self.log.append(LogEntry::noop(self.term, index));
         }
+        self.term_durable_at = if alone { self.log.last_index() } else { 0 };
         self.need_broadcast = true;
         self.round_started.clear();
         if self.config.lease_reads {

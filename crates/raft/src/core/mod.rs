@@ -221,6 +221,10 @@ pub struct RaftCore {
     applied_index: LogIndex,
     /// Highest index known durable on this node's own disk.
     persisted_index: LogIndex,
+    /// Leader: its AppendEntries wait for the disk until `persisted_index`
+    /// reaches this (its term's no-op), when it elected itself alone (see
+    /// `send_append`); 0 otherwise.
+    term_durable_at: LogIndex,
 
     election_elapsed: u64,
     randomized_election_timeout: u64,
@@ -300,7 +304,8 @@ impl RaftCore {
     /// configuration at the snapshot (or the bootstrap one, or an empty one
     /// for a node that joins an existing cluster). Configuration entries in
     /// `recovered.entries` override it (§4.1). This node need not be a voter:
-    /// a learner, a joining or a removed node never campaigns.
+    /// a learner, a joining or a removed node never campaigns (but see
+    /// `may_campaign` for a voter whose own removal it has not seen commit).
     pub fn start(
         id: NodeId,
         membership: Membership,
@@ -345,6 +350,7 @@ impl RaftCore {
             term: hs.term,
             voted_for: hs.voted_for,
             persisted_index: log.last_index(),
+            term_durable_at: 0,
             log,
             state: RaftState::Follower,
             leader_id: None,
@@ -540,9 +546,16 @@ impl RaftCore {
             .filter(move |&v| v != me)
     }
 
+    /// Whether `id` was removed by a change this server knows committed:
+    /// it is in neither the committed configuration nor the latest.
+    fn knows_removed(&self, id: NodeId) -> bool {
+        !self.membership.current().contains(id)
+            && !self.membership.at(self.commit_index).contains(id)
+    }
+
     /// Whom a leader replicates to: every other member of the configuration
     /// in force, and the servers it removed until they hold the entry that
-    /// removes them. A removed server then knows it is no longer a member
+    /// removes them and have been told it committed. A removed server then knows it is no longer a member
     /// (it stops campaigning at once, and says so) instead of timing out in
     /// silence and relying on §4.2.3 to be ignored. Their acknowledgements
     /// count for nothing: quorums see only the voters in force.
@@ -554,7 +567,9 @@ impl RaftCore {
         targets.extend(
             self.progress
                 .iter()
-                .filter(|(id, p)| departing(**id) && p.match_index < index)
+                .filter(|(id, p)| {
+                    departing(**id) && (p.match_index < index || p.commit_told < index)
+                })
                 .map(|(id, _)| *id),
         );
         // ... or removed by a change this leader found uncommitted.
@@ -569,7 +584,7 @@ impl RaftCore {
     }
 
     /// Leader: stops replicating to a removed server once it holds its
-    /// removal, or once it has been silent for many election timeouts (it
+    /// removal and was told it committed, or once it has been silent for many election timeouts (it
     /// is down; it will learn of its removal, if ever, by other means).
     pub(super) fn forget_departed(&mut self) {
         let (current, index) = (self.membership.current(), self.membership.current_index());
@@ -577,7 +592,9 @@ impl RaftCore {
             .election_ticks_min
             .saturating_mul(DEPARTED_SILENCE_TIMEOUTS);
         self.progress.retain(|id, p| {
-            current.contains(*id) || (p.match_index < index && p.ticks_since_contact < silence)
+            current.contains(*id)
+                || ((p.match_index < index || p.commit_told < index)
+                    && p.ticks_since_contact < silence)
         });
     }
 
@@ -628,6 +645,22 @@ impl RaftCore {
             return;
         }
         let from = msg.from;
+        if matches!(msg.rpc, Rpc::RequestVote(_)) && self.knows_removed(from) {
+            // Thesis §4.2.3: a candidate that neither the committed
+            // configuration nor the latest one contains was removed, and we
+            // know the removal committed; it can never be elected by a
+            // configuration we are part of. It may not know (a restarted
+            // server relearns the commit index from a leader, and
+            // `may_campaign` lets a server whose removal it has not seen
+            // commit campaign): ignore it, term and all, so that it cannot
+            // depose a leader even without pre-vote and check-quorum.
+            tracing::debug!(
+                id = self.id,
+                from,
+                "ignoring a vote request from a removed server"
+            );
+            return;
+        }
         let msg_term = msg.rpc.term();
         if msg_term > self.term {
             // §5.1: "If RPC request or response contains term T > currentTerm:
@@ -721,7 +754,7 @@ impl RaftCore {
         }
     }
 
-    fn send_now(&mut self, to: NodeId, rpc: Rpc) {
+    pub(super) fn send_now(&mut self, to: NodeId, rpc: Rpc) {
         self.messages.push(Message {
             from: self.id,
             to,
@@ -729,7 +762,7 @@ impl RaftCore {
         });
     }
 
-    fn send_after_persist(&mut self, to: NodeId, rpc: Rpc) {
+    pub(super) fn send_after_persist(&mut self, to: NodeId, rpc: Rpc) {
         self.persisted_messages.push(Message {
             from: self.id,
             to,

@@ -292,11 +292,28 @@ impl RaftCore {
                     p.next_index = last + 1;
                 }
             }
-            self.send_now(to, Rpc::AppendEntries(args));
+            self.send_append(to, args);
             sent = true;
             if probing {
                 return sent;
             }
+        }
+    }
+
+    /// Thesis §10.2.1: a leader's AppendEntries may leave before its own
+    /// disk write, because its term was durable before it could be elected
+    /// (its RequestVotes waited for it). A leader that elected itself alone
+    /// (the only voter, learners around it) asked nobody: until the Ready
+    /// with its term and its no-op is durable, its AppendEntries wait too.
+    /// Otherwise a power loss takes it back to the old term, it wins the
+    /// same term again with a different log, and a learner that got the
+    /// first one holds another entry under the same index and term (Log
+    /// Matching broken). The simulator found it (seed 5018705).
+    fn send_append(&mut self, to: NodeId, args: AppendEntriesArgs) {
+        if self.persisted_index < self.term_durable_at {
+            self.send_after_persist(to, Rpc::AppendEntries(args));
+        } else {
+            self.send_now(to, Rpc::AppendEntries(args));
         }
     }
 
@@ -325,7 +342,7 @@ impl RaftCore {
             leader_commit: self.commit_index,
             read_round: self.read_round,
         };
-        self.send_now(to, Rpc::AppendEntries(args));
+        self.send_append(to, args);
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {

@@ -215,8 +215,9 @@ pub(super) async fn follow_configuration(shared: Arc<Shared>) {
             if state == MemberState::Removed && before != MemberState::Removed {
                 tracing::warn!(
                     id,
-                    "this node is not in the cluster's configuration any more: it does not \
-                     vote or campaign, and refuses client commands; stop it, or add it back"
+                    "this node is not in the cluster's configuration any more: the members \
+                     ignore its vote requests, and it refuses client commands; stop it, or add \
+                     it back"
                 );
             }
             known = Some(membership.clone());

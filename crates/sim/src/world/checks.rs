@@ -4,6 +4,11 @@
 
 use super::*;
 
+/// The voters of the configuration a log would campaign in, and whether it
+/// may campaign with it.
+type Campaign = (Vec<NodeId>, bool);
+type CampaignRef<'a> = (&'a [NodeId], bool);
+
 impl World {
     /// Commit safety after every step (see `Invariants::check_commit_safety`).
     pub(super) fn check_commit_safety(&mut self) {
@@ -13,19 +18,34 @@ impl World {
         let Some((_, committed_term)) = self.inv.last_committed() else {
             return;
         };
-        // The configuration each view would campaign in (thesis §4.1): the
+        // The configuration each view would campaign in (thesis §4.1), and
+        // whether it may campaign at all (`RaftCore::may_campaign`): the
         // core's, and the one a restart would start from. Without
         // membership changes, always the bootstrap list.
-        let configs: Vec<(Vec<NodeId>, Vec<NodeId>)> = if self.opts.faults.membership {
+        let configs: Vec<(Campaign, Campaign)> = if self.opts.faults.membership {
             self.nodes
                 .iter()
                 .map(|n| {
-                    let disk = n
-                        .disk
-                        .restart_membership()
-                        .map_or_else(|| n.bootstrap.voters().to_vec(), |m| m.voters().to_vec());
-                    let core = n.core().map_or_else(Vec::new, |c| c.voters().to_vec());
-                    (disk, core)
+                    let me = n.id;
+                    let voters_of = |m: &Option<Membership>| {
+                        m.as_ref()
+                            .map_or_else(|| n.bootstrap.voters().to_vec(), |m| m.voters().to_vec())
+                    };
+                    let r = n.disk.restart_membership();
+                    let disk_voters = voters_of(&r.latest);
+                    let disk_may = disk_voters.contains(&me)
+                        || (r.from_log && voters_of(&r.before).contains(&me));
+                    let core = n.core().map_or_else(
+                        || (Vec::new(), false),
+                        |c| {
+                            let (m, latest) = c.membership();
+                            let may = m.is_voter(me)
+                                || (latest > c.commit_index()
+                                    && c.membership_at(latest.saturating_sub(1)).is_voter(me));
+                            (m.voters().to_vec(), may)
+                        },
+                    );
+                    ((disk_voters, disk_may), core)
                 })
                 .collect()
         } else {
@@ -40,10 +60,11 @@ impl World {
             .iter()
             .enumerate()
             .map(|(x, n)| {
-                let (disk_voters, core_voters): (&[NodeId], &[NodeId]) = match configs.get(x) {
-                    Some((d, c)) => (d, c),
-                    None => (all, all),
-                };
+                let ((disk_voters, disk_may), (core_voters, core_may)): (CampaignRef, CampaignRef) =
+                    match configs.get(x) {
+                        Some(((d, dm), (c, cm))) => ((d, *dm), (c, *cm)),
+                        None => ((all, true), (all, true)),
+                    };
                 // What a restart would present: snapshot + log, reconciled.
                 let (last_index, last_term, covered) = n.disk.restart_view();
                 let durable_term = if index <= covered {
@@ -61,6 +82,7 @@ impl World {
                         committed_index: index,
                     },
                     disk_voters,
+                    disk_may,
                 )];
                 if let Some(core) = n.core() {
                     let term = if index <= core.snapshot_index() {
@@ -76,6 +98,7 @@ impl World {
                             committed_index: index,
                         },
                         core_voters,
+                        core_may,
                     ));
                 }
                 // A node that may not vote now (its data dir is new and not

@@ -178,6 +178,19 @@ impl World {
                         self.fail(ViolationKind::PersistBeforeReply, text);
                         return;
                     }
+                    // ... and only in a term the disk already holds: a
+                    // power loss must not be able to take the leader back
+                    // before the term its messages speak for.
+                    let durable_term = self.nodes[x].disk.durable_hard_state().term;
+                    if m.rpc.term() > durable_term {
+                        let text = format!(
+                            "n{} sends {} before its term is durable (its disk holds term {durable_term})",
+                            m.from,
+                            fmt_message(&m)
+                        );
+                        self.fail(ViolationKind::PersistBeforeReply, text);
+                        return;
+                    }
                     self.send(m);
                 }
                 Effect::SendDurable(m) => self.send_durable(x, m),

@@ -17,7 +17,6 @@ impl World {
                 self.restart(x);
             }
         }
-        self.stop_removed_servers_without_protection();
         let healed_at = self.now;
         let Some(leader) = self.await_convergence("healing") else {
             return;
@@ -186,39 +185,6 @@ impl World {
                 .map(|id| id as usize - 1)
                 .collect()
         })
-    }
-
-    /// Thesis §4.2.3: a removed server that never learned of its removal
-    /// times out and campaigns with ever higher terms. Pre-vote (its
-    /// pre-votes fail: its log lacks the removal) or check-quorum (servers
-    /// that hear from a leader ignore it) keep it from deposing the leader;
-    /// with neither, nothing does, and the operator's part is to stop it.
-    /// So with neither, the removed servers are stopped at the heal; with
-    /// either, they keep running and must not disturb the cluster.
-    fn stop_removed_servers_without_protection(&mut self) {
-        if self.config.pre_vote || self.config.check_quorum {
-            return;
-        }
-        // The newest configuration known committed anywhere (a committed
-        // configuration is the same on every node that has it).
-        let Some(latest) = self
-            .nodes
-            .iter()
-            .filter_map(|n| n.committed_config.as_ref())
-            .max_by_key(|(index, _)| *index)
-            .map(|(_, m)| m.clone())
-        else {
-            return;
-        };
-        for x in 0..self.nodes.len() {
-            if !latest.contains(self.nodes[x].id) && self.nodes[x].is_up() {
-                let id = self.nodes[x].id;
-                self.trace(format!(
-                    "heal: n{id} is not a member and nothing stops a removed server from campaigning (no pre-vote, no check-quorum): stopped, as an operator would"
-                ));
-                self.crash(x, false);
-            }
-        }
     }
 
     pub(super) fn check_linearizability(&mut self) {

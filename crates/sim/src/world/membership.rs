@@ -29,6 +29,7 @@ impl World {
             None => node
                 .disk
                 .restart_membership()
+                .latest
                 .map_or_else(|| node.bootstrap.voters().to_vec(), |m| m.voters().to_vec()),
         }
     }
