@@ -210,7 +210,14 @@ impl World {
         node.disk = SimDisk::new();
         node.book = IncarnationBook::default();
         node.incarnation = incarnation;
-        node.vote_right = VoteRight::for_new_data_dir(node.id, &self.ids);
+        // Restarted with the flags it was started with: `--cluster` (the
+        // bootstrap list) or `--join` (none).
+        node.vote_right = if node.bootstrap.voters().is_empty() {
+            VoteRight::for_joining_server()
+        } else {
+            VoteRight::for_new_data_dir(node.id, node.bootstrap.voters())
+        };
+        node.committed_config = None;
         node.wiped = votes_may_count;
         let id = node.id;
         self.stats.wipes += 1;

@@ -36,7 +36,7 @@ impl World {
 
     /// Whether the votes node `x` cast so far may still count in an
     /// election: it is a voter of the newest committed configuration, or
-    /// of a leader's. Once its removal is committed they cannot: a
+    /// of any node's latest. Once its removal is committed they cannot: a
     /// candidate whose configuration still has it lacks a committed entry,
     /// and the majority of the new voters that holds the entry refuses it
     /// (§5.4.1). (Its new data dir is another matter: see
@@ -52,11 +52,13 @@ impl World {
                 || self.nodes[x].bootstrap.is_voter(id),
                 |(_, m)| m.is_voter(id),
             );
+        // Any node's configuration: a follower may hold a promotion its
+        // leader has not committed yet.
         committed
-            || self.nodes.iter().any(|n| {
-                n.core()
-                    .is_some_and(|c| c.is_leader() && c.membership().0.is_voter(id))
-            })
+            || self
+                .nodes
+                .iter()
+                .any(|n| n.core().is_some_and(|c| c.membership().0.is_voter(id)))
     }
 
     /// Whether node `x` can vote once it is a voter: its data dir was not
