@@ -114,7 +114,7 @@ pub(super) fn classify(
             let target = args.get(1).map(|a| node_id(a)).transpose()?;
             Action::Admin(AdminCommand::Transfer { target })
         }
-        "COMMAND" => Action::Local(LocalCommand::CommandDocs),
+        "COMMAND" => Action::Reply(super::table::command(args)),
         "CONFIG" => {
             arity(name, argc >= 2)?;
             match upper(&args[1]).as_str() {

@@ -4,11 +4,14 @@
 //! [`KvCommand`], one log entry), a read (a [`KvQuery`], served by ReadIndex),
 //! or something this node answers by itself (PING, HELLO, INFO, …).
 //!
-//! One module per command family, each with a `classify` that knows its
-//! own commands' arity, options and errors: [`strings`], [`keys`],
-//! [`connection`] and [`admin`]. A new family (hashes, lists, sets, sorted
-//! sets, transactions) is a new module here, listed in `classify_inner`,
-//! with its commands in the store (`raftkv_store`).
+//! One table describes every command ([`table`]: arity, flags, key
+//! positions, documentation); the dispatcher checks a request against it
+//! first, and `COMMAND` answers from it. Then one module per command family,
+//! each with a `classify` that knows its own commands' options and errors:
+//! [`strings`], [`keys`], [`connection`] and [`admin`]. A new family
+//! (hashes, lists, sets, sorted sets, transactions) is a new module here,
+//! listed in `classify_inner`, with its commands in the table and in the
+//! store (`raftkv_store`).
 
 mod admin;
 
@@ -16,6 +19,7 @@ pub use self::admin::AdminCommand;
 mod connection;
 mod keys;
 mod strings;
+pub mod table;
 
 use bytes::Bytes;
 
@@ -69,7 +73,6 @@ pub enum LocalCommand {
     RaftInfo,
     RaftSnapshot,
     Quit,
-    CommandDocs,
     ConfigGet(Vec<Bytes>),
     Ok,
 }
@@ -170,6 +173,14 @@ pub fn classify_sized(args: &[Bytes], size: usize, limits: &DataLimits) -> Actio
 /// `Ok(None)` for a name that is not its own.
 fn classify_inner(args: &[Bytes], limits: &DataLimits) -> Result<Action, Action> {
     let name = upper(&args[0]);
+    // The table first: a command it does not list is unknown, and one with
+    // the wrong number of arguments never reaches its family.
+    let Some(spec) = table::lookup(&name) else {
+        return Ok(unknown_command(args));
+    };
+    if !spec.arity_ok(args.len()) {
+        return Err(wrong_arity(spec.name));
+    }
     for family in [
         strings::classify,
         keys::classify,
@@ -379,9 +390,98 @@ mod tests {
             classify_str("CONFIG GET save"),
             Action::Local(LocalCommand::ConfigGet(_))
         ));
-        assert_eq!(
+        assert!(matches!(
             classify_str("COMMAND DOCS"),
-            Action::Local(LocalCommand::CommandDocs)
+            Action::Reply(Reply::Map(_))
+        ));
+    }
+
+    #[test]
+    fn every_command_in_the_table_reaches_its_family() {
+        // The table and the families must agree: a command the table lists
+        // but no family knows would be "unknown" after passing the arity
+        // check, and one a family knows but the table does not is unknown
+        // to clients.
+        for spec in table::COMMANDS {
+            let n = spec.arity.unsigned_abs() as usize;
+            let mut req = vec![Bytes::from(spec.name.to_ascii_uppercase())];
+            req.extend((1..n).map(|_| Bytes::from_static(b"1")));
+            if let Action::Reply(Reply::Error(e)) = classify(&req, &DataLimits::default()) {
+                assert!(!e.contains("unknown command"), "{}: {e}", spec.name);
+                assert!(!e.contains("wrong number"), "{}: {e}", spec.name);
+            }
+        }
+        for name in ["GET", "SET", "MSET", "DEL", "PING", "RAFT.NODE", "COMMAND"] {
+            assert!(table::lookup(name).is_some(), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_table_checks_arity_before_the_family() {
+        assert_eq!(
+            error_text(classify_str("DBSIZE extra")),
+            "ERR wrong number of arguments for 'dbsize' command"
         );
+        assert_eq!(
+            error_text(classify_str("RAFT.NODE ADD")),
+            "ERR wrong number of arguments for 'raft.node' command"
+        );
+    }
+
+    #[test]
+    fn command_count_info_and_docs_come_from_the_table() {
+        assert_eq!(
+            classify_str("COMMAND COUNT"),
+            Action::Reply(Reply::Integer(table::COMMANDS.len() as i64))
+        );
+        let Action::Reply(Reply::Array(infos)) = classify_str("COMMAND INFO get nosuch") else {
+            panic!("COMMAND INFO is an array")
+        };
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[1], Reply::NilArray);
+        // As redis-server 7.0 answers: name, arity, flags, first key, last
+        // key, step, ACL categories, tips, key specs, subcommands.
+        let Reply::Array(get) = &infos[0] else {
+            panic!("an entry is an array")
+        };
+        assert_eq!(get.len(), 10);
+        assert_eq!(get[0], Reply::Bulk(Bytes::from_static(b"get")));
+        assert_eq!(get[1], Reply::Integer(2));
+        assert_eq!(
+            get[2],
+            Reply::Set(vec![
+                Reply::Simple("readonly".into()),
+                Reply::Simple("fast".into())
+            ])
+        );
+        assert_eq!(
+            &get[3..6],
+            &[Reply::Integer(1), Reply::Integer(1), Reply::Integer(1)]
+        );
+        assert!(error_text(classify_str("COMMAND COUNT x"))
+            .starts_with("ERR wrong number of arguments for 'command|count'"));
+        assert_eq!(
+            error_text(classify_str("COMMAND FOO")),
+            "ERR unknown subcommand 'FOO'. Try COMMAND HELP."
+        );
+        assert_eq!(
+            classify_str("COMMAND GETKEYS MSET a 1 b 2"),
+            Action::Reply(Reply::Array(vec![
+                Reply::Bulk(Bytes::from_static(b"a")),
+                Reply::Bulk(Bytes::from_static(b"b"))
+            ]))
+        );
+        assert_eq!(
+            error_text(classify_str("COMMAND GETKEYS get a b")),
+            "ERR Invalid number of arguments specified for command"
+        );
+        assert_eq!(
+            error_text(classify_str("COMMAND GETKEYS ping x")),
+            "ERR The command has no key arguments"
+        );
+        let Action::Reply(Reply::Map(docs)) = classify_str("COMMAND DOCS get nosuch") else {
+            panic!("COMMAND DOCS is a map")
+        };
+        assert_eq!(docs.len(), 1, "unknown names are left out");
     }
 }

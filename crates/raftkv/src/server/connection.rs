@@ -241,7 +241,6 @@ impl Connection {
                 self.reply(&Reply::ok());
                 return true;
             }
-            LocalCommand::CommandDocs => Reply::Array(vec![]),
             LocalCommand::ConfigGet(params) => {
                 let known = [("save", ""), ("appendonly", "yes")];
                 let mut pairs = Vec::new();

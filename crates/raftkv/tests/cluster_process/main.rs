@@ -22,6 +22,7 @@ mod pipelining;
 mod raftkv_up;
 mod reads_and_writes;
 mod redis_py;
+mod redis_reference;
 mod redis_tools;
 mod shared_data_dir;
 mod sigterm;

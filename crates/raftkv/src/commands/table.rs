@@ -1,0 +1,576 @@
+//! The command table: one entry per command this server knows, with its
+//! arity, flags, key positions and documentation, as Redis 7 describes its
+//! own (`COMMAND INFO`, `COMMAND DOCS`). The dispatcher checks every
+//! request's arity against it before a family's `classify` sees it, and
+//! `COMMAND`, `COMMAND COUNT`, `COMMAND LIST`, `COMMAND INFO` and
+//! `COMMAND DOCS` are answered from it, so clients that read the table
+//! (redis-cli's hints, cluster-aware clients finding keys) see exactly what
+//! the server does. The Redis commands' entries were copied from
+//! `redis-server` 7.0 (`redis-cli --json COMMAND INFO name`), so that they
+//! read the same; the `raft.*` ones are ours.
+//!
+//! A command added to a family must be added here too (the test
+//! `every_command_in_the_table_reaches_its_family` checks the two agree).
+
+use bytes::Bytes;
+
+use crate::resp::Reply;
+
+/// One command, as `COMMAND INFO` and `COMMAND DOCS` show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Lower case, as Redis lists it.
+    pub name: &'static str,
+    /// Redis' convention: `n > 0` exactly `n` arguments (the name
+    /// included), `n < 0` at least `-n`.
+    pub arity: i32,
+    pub flags: &'static [&'static str],
+    /// First key, last key (negative: from the end), step; `(0, 0, 0)` for
+    /// none.
+    pub keys: (i32, i32, i32),
+    /// The key specification's flags (`RO`, `RW`, `OW`, `RM`, `access`, ...).
+    pub key_flags: &'static [&'static str],
+    /// The key specification's `notes`, where Redis gives one.
+    pub key_notes: Option<&'static str>,
+    pub acl: &'static [&'static str],
+    pub group: &'static str,
+    pub summary: &'static str,
+    pub since: &'static str,
+    pub complexity: &'static str,
+}
+
+/// Every command, in no particular order (Redis' is a hash order too).
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "get",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        keys: (1, 1, 1),
+        key_flags: &["RO", "access"],
+        key_notes: None,
+        acl: &["@read", "@string", "@fast"],
+        group: "string",
+        summary: "Get the value of a key",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "mget",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        keys: (1, -1, 1),
+        key_flags: &["RO", "access"],
+        key_notes: None,
+        acl: &["@read", "@string", "@fast"],
+        group: "string",
+        summary: "Get the values of all the given keys",
+        since: "1.0.0",
+        complexity: "O(N) where N is the number of keys to retrieve.",
+    },
+    CommandSpec {
+        name: "set",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, 1, 1),
+        key_flags: &["RW", "access", "update", "variable_flags"],
+        key_notes: Some("RW and ACCESS due to the optional `GET` argument"),
+        acl: &["@write", "@string", "@slow"],
+        group: "string",
+        summary: "Set the string value of a key",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "mset",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        keys: (1, -1, 2),
+        key_flags: &["OW", "update"],
+        key_notes: None,
+        acl: &["@write", "@string", "@slow"],
+        group: "string",
+        summary: "Set multiple keys to multiple values",
+        since: "1.0.1",
+        complexity: "O(N) where N is the number of keys to set.",
+    },
+    CommandSpec {
+        name: "incr",
+        arity: 2,
+        flags: &["write", "denyoom", "fast"],
+        keys: (1, 1, 1),
+        key_flags: &["RW", "access", "update"],
+        key_notes: None,
+        acl: &["@write", "@string", "@fast"],
+        group: "string",
+        summary: "Increment the integer value of a key by one",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "decr",
+        arity: 2,
+        flags: &["write", "denyoom", "fast"],
+        keys: (1, 1, 1),
+        key_flags: &["RW", "access", "update"],
+        key_notes: None,
+        acl: &["@write", "@string", "@fast"],
+        group: "string",
+        summary: "Decrement the integer value of a key by one",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "incrby",
+        arity: 3,
+        flags: &["write", "denyoom", "fast"],
+        keys: (1, 1, 1),
+        key_flags: &["RW", "access", "update"],
+        key_notes: None,
+        acl: &["@write", "@string", "@fast"],
+        group: "string",
+        summary: "Increment the integer value of a key by the given amount",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "decrby",
+        arity: 3,
+        flags: &["write", "denyoom", "fast"],
+        keys: (1, 1, 1),
+        key_flags: &["RW", "access", "update"],
+        key_notes: None,
+        acl: &["@write", "@string", "@fast"],
+        group: "string",
+        summary: "Decrement the integer value of a key by the given number",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "exists",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        keys: (1, -1, 1),
+        key_flags: &["RO"],
+        key_notes: None,
+        acl: &["@keyspace", "@read", "@fast"],
+        group: "generic",
+        summary: "Determine if a key exists",
+        since: "1.0.0",
+        complexity: "O(N) where N is the number of keys to check.",
+    },
+    CommandSpec {
+        name: "dbsize",
+        arity: 1,
+        flags: &["readonly", "fast"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@keyspace", "@read", "@fast"],
+        group: "server",
+        summary: "Return the number of keys in the selected database",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "del",
+        arity: -2,
+        flags: &["write"],
+        keys: (1, -1, 1),
+        key_flags: &["RM", "delete"],
+        key_notes: None,
+        acl: &["@keyspace", "@write", "@slow"],
+        group: "generic",
+        summary: "Delete a key",
+        since: "1.0.0",
+        complexity: "O(N) where N is the number of keys that will be removed. When a key to remove holds a value other than a string, the individual complexity for this key is O(M) where M is the number of elements in the list, set, sorted set or hash. Removing a single key that holds a string value is O(1).",
+    },
+    CommandSpec {
+        name: "ping",
+        arity: -1,
+        flags: &["fast"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@fast", "@connection"],
+        group: "connection",
+        summary: "Ping the server",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "echo",
+        arity: 2,
+        flags: &["loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@fast", "@connection"],
+        group: "connection",
+        summary: "Echo the given string",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "hello",
+        arity: -1,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@fast", "@connection"],
+        group: "connection",
+        summary: "Handshake with Redis",
+        since: "6.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "quit",
+        arity: -1,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@fast", "@connection"],
+        group: "connection",
+        summary: "Close the connection",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "select",
+        arity: 2,
+        flags: &["loading", "stale", "fast"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@fast", "@connection"],
+        group: "connection",
+        summary: "Change the selected database for the current connection",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "client",
+        arity: -2,
+        flags: &[],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@slow"],
+        group: "connection",
+        summary: "A container for client connection commands",
+        since: "2.4.0",
+        complexity: "Depends on subcommand.",
+    },
+    CommandSpec {
+        name: "info",
+        arity: -1,
+        flags: &["loading", "stale"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@slow", "@dangerous"],
+        group: "server",
+        summary: "Get information and statistics about the server",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "command",
+        arity: -1,
+        flags: &["loading", "stale"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@slow", "@connection"],
+        group: "server",
+        summary: "Get array of Redis command details",
+        since: "2.8.13",
+        complexity: "O(N) where N is the total number of Redis commands",
+    },
+    CommandSpec {
+        name: "config",
+        arity: -2,
+        flags: &[],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@slow"],
+        group: "server",
+        summary: "A container for server configuration commands",
+        since: "2.0.0",
+        complexity: "Depends on subcommand.",
+    },
+    CommandSpec {
+        name: "raft.info",
+        arity: 1,
+        flags: &["loading", "stale"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@slow"],
+        group: "raft",
+        summary: "This node's Raft state: role, term, leader, commit and applied index, membership",
+        since: "0.1.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "raft.snapshot",
+        arity: 1,
+        flags: &["admin"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@admin", "@slow", "@dangerous"],
+        group: "raft",
+        summary: "Take a snapshot of this node's state machine now and compact its log",
+        since: "0.1.0",
+        complexity: "O(N) where N is the number of keys",
+    },
+    CommandSpec {
+        name: "raft.node",
+        arity: -3,
+        flags: &["admin"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@admin", "@slow", "@dangerous"],
+        group: "raft",
+        summary: "Change the cluster's membership: ADD id addr [LEARNER], PROMOTE id, REMOVE id",
+        since: "0.1.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "raft.transfer",
+        arity: -1,
+        flags: &["admin"],
+        keys: (0, 0, 0),
+        key_flags: &[],
+        key_notes: None,
+        acl: &["@admin", "@slow", "@dangerous"],
+        group: "raft",
+        summary: "Hand leadership to a voter (the most up to date one if no id is given)",
+        since: "0.1.0",
+        complexity: "O(1)",
+    },
+];
+
+/// The entry of `name` (any case).
+pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+}
+
+impl CommandSpec {
+    /// Whether `argc` arguments (the name included) fit the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let argc = argc as i64;
+        let arity = i64::from(self.arity);
+        if arity >= 0 {
+            argc == arity
+        } else {
+            argc >= -arity
+        }
+    }
+
+    /// `COMMAND INFO`'s reply for this command: name, arity, flags, first
+    /// key, last key, step, ACL categories, tips, key specifications,
+    /// subcommands.
+    pub fn info(&self) -> Reply {
+        let (first, last, step) = self.keys;
+        let key_specs = if first > 0 {
+            // The range form Redis uses: `lastkey` is relative to the first
+            // key, or negative from the end.
+            let lastkey = if last < 0 { last } else { last - first };
+            let mut spec = Vec::new();
+            if let Some(notes) = self.key_notes {
+                spec.push((bulk("notes"), bulk(notes)));
+            }
+            spec.extend([
+                (bulk("flags"), set(self.key_flags)),
+                (
+                    bulk("begin_search"),
+                    Reply::Map(vec![
+                        (bulk("type"), bulk("index")),
+                        (
+                            bulk("spec"),
+                            Reply::Map(vec![(bulk("index"), Reply::Integer(first.into()))]),
+                        ),
+                    ]),
+                ),
+                (
+                    bulk("find_keys"),
+                    Reply::Map(vec![
+                        (bulk("type"), bulk("range")),
+                        (
+                            bulk("spec"),
+                            Reply::Map(vec![
+                                (bulk("lastkey"), Reply::Integer(lastkey.into())),
+                                (bulk("keystep"), Reply::Integer(step.into())),
+                                (bulk("limit"), Reply::Integer(0)),
+                            ]),
+                        ),
+                    ]),
+                ),
+            ]);
+            vec![Reply::Map(spec)]
+        } else {
+            Vec::new()
+        };
+        Reply::Array(vec![
+            bulk(self.name),
+            Reply::Integer(self.arity.into()),
+            set(self.flags),
+            Reply::Integer(first.into()),
+            Reply::Integer(last.into()),
+            Reply::Integer(step.into()),
+            set(self.acl),
+            Reply::Array(Vec::new()),
+            Reply::Array(key_specs),
+            Reply::Array(Vec::new()),
+        ])
+    }
+
+    /// `COMMAND DOCS`'s map for this command.
+    pub fn docs(&self) -> Reply {
+        let mut fields = vec![
+            (bulk("summary"), bulk(self.summary)),
+            (bulk("since"), bulk(self.since)),
+            (bulk("group"), bulk(self.group)),
+            (bulk("complexity"), bulk(self.complexity)),
+        ];
+        if self.keys.0 > 0 {
+            fields.push((
+                bulk("arguments"),
+                Reply::Array(vec![Reply::Map(vec![
+                    (bulk("name"), bulk("key")),
+                    (bulk("type"), bulk("key")),
+                    (bulk("key_spec_index"), Reply::Integer(0)),
+                ])]),
+            ));
+        }
+        Reply::Map(fields)
+    }
+}
+
+/// `COMMAND GETKEYS command args...`: the keys, by the table's positions.
+fn getkeys(full: &[Bytes]) -> Reply {
+    let name = String::from_utf8_lossy(&full[0]);
+    let Some(spec) = lookup(&name) else {
+        return Reply::error("ERR Invalid command specified");
+    };
+    if !spec.arity_ok(full.len()) {
+        return Reply::error("ERR Invalid number of arguments specified for command");
+    }
+    let keys = spec.key_positions(full.len());
+    if keys.is_empty() {
+        return Reply::error("ERR The command has no key arguments");
+    }
+    Reply::Array(
+        keys.into_iter()
+            .map(|i| Reply::Bulk(full[i].clone()))
+            .collect(),
+    )
+}
+
+impl CommandSpec {
+    /// The positions of the keys in a request of `argc` arguments (the name
+    /// at 0), from first key, last key and step.
+    pub fn key_positions(&self, argc: usize) -> Vec<usize> {
+        let (first, last, step) = self.keys;
+        if first <= 0 || step <= 0 {
+            return Vec::new();
+        }
+        let argc = argc as i64;
+        let last = if last < 0 {
+            argc + i64::from(last)
+        } else {
+            i64::from(last)
+        };
+        let last = last.min(argc - 1);
+        (i64::from(first)..=last)
+            .step_by(step as usize)
+            .map(|i| i as usize)
+            .collect()
+    }
+}
+
+fn bulk(s: &str) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn set(items: &[&str]) -> Reply {
+    Reply::Set(
+        items
+            .iter()
+            .map(|s| Reply::Simple((*s).to_string()))
+            .collect(),
+    )
+}
+
+/// `COMMAND [subcommand [args]]`. `args[0]` is `COMMAND`.
+pub fn command(args: &[Bytes]) -> Reply {
+    let Some(sub) = args.get(1) else {
+        return Reply::Array(COMMANDS.iter().map(CommandSpec::info).collect());
+    };
+    let sub = String::from_utf8_lossy(sub).to_ascii_uppercase();
+    let names = || {
+        args[2..]
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+    };
+    match sub.as_str() {
+        "COUNT" if args.len() == 2 => Reply::Integer(COMMANDS.len() as i64),
+        "LIST" if args.len() == 2 => Reply::Array(COMMANDS.iter().map(|c| bulk(c.name)).collect()),
+        "INFO" if args.len() == 2 => Reply::Array(COMMANDS.iter().map(CommandSpec::info).collect()),
+        "INFO" => Reply::Array(
+            names()
+                .map(|n| lookup(&n).map_or(Reply::NilArray, CommandSpec::info))
+                .collect(),
+        ),
+        "DOCS" if args.len() == 2 => {
+            Reply::Map(COMMANDS.iter().map(|c| (bulk(c.name), c.docs())).collect())
+        }
+        // Unknown names are left out, as Redis does.
+        "DOCS" => Reply::Map(
+            names()
+                .filter_map(|n| lookup(&n))
+                .map(|c| (bulk(c.name), c.docs()))
+                .collect(),
+        ),
+        "GETKEYS" if args.len() >= 3 => getkeys(&args[2..]),
+        "COUNT" | "LIST" | "GETKEYS" => Reply::error(format!(
+            "ERR wrong number of arguments for 'command|{}' command",
+            sub.to_ascii_lowercase()
+        )),
+        "HELP" => Reply::Array(
+            [
+                "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "(no subcommand)",
+                "    Return details about all commands.",
+                "COUNT",
+                "    Return the total number of commands in this server.",
+                "LIST",
+                "    Return a list of all commands in this server.",
+                "INFO [<command-name> ...]",
+                "    Return details about multiple commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "DOCS [<command-name> ...]",
+                "    Return documentation details about multiple commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "GETKEYS <full-command>",
+                "    Return the keys from a full command.",
+                "HELP",
+                "    Prints this help.",
+            ]
+            .iter()
+            .map(|l| Reply::Simple((*l).to_string()))
+            .collect(),
+        ),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+}
