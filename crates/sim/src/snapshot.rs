@@ -209,12 +209,8 @@ impl DigestUpdate {
     /// The keys the command `data` may change, and the digest without
     /// their pairs. (A command that does not decode changes nothing.)
     pub fn before(kv: &KvStore, digest: u64, data: &[u8]) -> (DigestUpdate, u64) {
-        let mut keys = match postcard::from_bytes::<KvCommand>(data) {
-            Ok(KvCommand::Set { key, .. })
-            | Ok(KvCommand::SetIfEq { key, .. })
-            | Ok(KvCommand::IncrBy { key, .. }) => vec![key],
-            Ok(KvCommand::Del { keys }) => keys,
-            Ok(KvCommand::MSet { pairs }) => pairs.into_iter().map(|(k, _)| k).collect(),
+        let mut keys: Vec<Vec<u8>> = match postcard::from_bytes::<KvCommand>(data) {
+            Ok(cmd) => cmd.keys().into_iter().map(<[u8]>::to_vec).collect(),
             Err(_) => Vec::new(),
         };
         keys.sort_unstable();

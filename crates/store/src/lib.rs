@@ -105,6 +105,95 @@ pub enum KvCommand {
         #[serde(with = "byte_lists::pairs")]
         pairs: Vec<(Vec<u8>, Vec<u8>)>,
     },
+    // New variants go last: postcard numbers them in order, and the log
+    // holds entries written by every earlier version.
+    /// `SET key value [NX|XX] [GET]` (and `GETSET`): set unless the
+    /// condition fails; with `get`, answer the old value either way.
+    SetWith {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        condition: Option<SetCondition>,
+        get: bool,
+    },
+    /// `SETNX`: 1 if set, 0 if the key existed.
+    SetNx {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// `GETDEL`: the value, and the key is gone.
+    GetDel {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// `APPEND`: the new length. `max_len` is the server's value limit when
+    /// the leader took the command, carried in the entry so that every
+    /// replica refuses the same appends.
+    Append {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        max_len: u64,
+    },
+    /// `SETRANGE`: overwrite from `offset` (zero-padding), the new length.
+    SetRange {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        offset: u64,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// `MSETNX`: all or nothing, 1 if set, 0 if any key existed.
+    MSetNx {
+        #[serde(with = "byte_lists::pairs")]
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    /// `DELIFEQ key value`: delete only if the value is `value` (1/0): the
+    /// safe unlock of a `SET lock token NX` lock.
+    DelIfEq {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+}
+
+/// `SET`'s `NX` (only if missing) or `XX` (only if present).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SetCondition {
+    Nx,
+    Xx,
+}
+
+/// Redis' limit on a string's length (`proto-max-bulk-len`'s default),
+/// which `SETRANGE` checks before it pads.
+pub const MAX_STRING_LEN: u64 = 512 << 20;
+pub const STRING_TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+impl KvCommand {
+    /// The keys this command may change (for a state digest, and for
+    /// `WATCH`).
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            KvCommand::Set { key, .. }
+            | KvCommand::SetIfEq { key, .. }
+            | KvCommand::IncrBy { key, .. }
+            | KvCommand::SetWith { key, .. }
+            | KvCommand::SetNx { key, .. }
+            | KvCommand::GetDel { key }
+            | KvCommand::Append { key, .. }
+            | KvCommand::SetRange { key, .. }
+            | KvCommand::DelIfEq { key, .. } => vec![key],
+            KvCommand::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
+            KvCommand::MSet { pairs } | KvCommand::MSetNx { pairs } => {
+                pairs.iter().map(|(k, _)| k.as_slice()).collect()
+            }
+        }
+    }
 }
 
 /// A read.
@@ -123,6 +212,18 @@ pub enum KvQuery {
         keys: Vec<Vec<u8>>,
     },
     DbSize,
+    // New variants go last (see `KvCommand`).
+    Strlen {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// `GETRANGE key start end`, Redis' index rules.
+    GetRange {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+    },
 }
 
 /// What a command or query returns; maps one-to-one onto RESP replies.
@@ -203,6 +304,96 @@ impl KvStore {
                 }
                 KvOutput::Ok
             }
+            KvCommand::SetWith {
+                key,
+                value,
+                condition,
+                get,
+            } => {
+                let old = self.map.get(key.as_slice()).cloned();
+                let allowed = match condition {
+                    None => true,
+                    Some(SetCondition::Nx) => old.is_none(),
+                    Some(SetCondition::Xx) => old.is_some(),
+                };
+                if allowed {
+                    self.map.insert(key.into(), value.into());
+                }
+                match (get, old) {
+                    (true, Some(v)) => KvOutput::Value(v.to_vec()),
+                    (true, None) => KvOutput::Nil,
+                    (false, _) if allowed => KvOutput::Ok,
+                    (false, _) => KvOutput::Nil,
+                }
+            }
+            KvCommand::SetNx { key, value } => {
+                if self.map.contains_key(key.as_slice()) {
+                    KvOutput::Integer(0)
+                } else {
+                    self.map.insert(key.into(), value.into());
+                    KvOutput::Integer(1)
+                }
+            }
+            KvCommand::GetDel { key } => match self.map.remove(key.as_slice()) {
+                Some(v) => KvOutput::Value(v.to_vec()),
+                None => KvOutput::Nil,
+            },
+            KvCommand::Append {
+                key,
+                value,
+                max_len,
+            } => {
+                let old = self.map.get(key.as_slice()).map_or(&[][..], |v| v.as_ref());
+                let len = old.len() as u64 + value.len() as u64;
+                if len > max_len {
+                    return KvOutput::Error(STRING_TOO_LONG.to_string());
+                }
+                let mut joined = Vec::with_capacity(len as usize);
+                joined.extend_from_slice(old);
+                joined.extend_from_slice(&value);
+                self.map.insert(key.into(), joined.into());
+                KvOutput::Integer(len as i64)
+            }
+            KvCommand::SetRange { key, offset, value } => {
+                let old = self.map.get(key.as_slice());
+                let old_len = old.map_or(0, |v| v.len());
+                if value.is_empty() {
+                    // Nothing to write: the length as it is, no key made.
+                    return KvOutput::Integer(old_len as i64);
+                }
+                let end = offset.saturating_add(value.len() as u64);
+                if end > MAX_STRING_LEN {
+                    return KvOutput::Error(STRING_TOO_LONG.to_string());
+                }
+                let mut bytes = old.map_or_else(Vec::new, |v| v.to_vec());
+                let (offset, end) = (offset as usize, end as usize);
+                if bytes.len() < end {
+                    bytes.resize(end, 0);
+                }
+                bytes[offset..end].copy_from_slice(&value);
+                let len = bytes.len();
+                self.map.insert(key.into(), bytes.into());
+                KvOutput::Integer(len as i64)
+            }
+            KvCommand::MSetNx { pairs } => {
+                if pairs
+                    .iter()
+                    .any(|(k, _)| self.map.contains_key(k.as_slice()))
+                {
+                    return KvOutput::Integer(0);
+                }
+                for (k, v) in pairs {
+                    self.map.insert(k.into(), v.into());
+                }
+                KvOutput::Integer(1)
+            }
+            KvCommand::DelIfEq { key, value } => match self.map.get(key.as_slice()) {
+                Some(v) if v.as_ref() == value.as_slice() => {
+                    self.map.remove(key.as_slice());
+                    KvOutput::Integer(1)
+                }
+                _ => KvOutput::Integer(0),
+            },
         }
     }
 
@@ -242,8 +433,40 @@ impl KvStore {
                     .count() as i64,
             ),
             KvQuery::DbSize => KvOutput::Integer(self.map.len() as i64),
+            KvQuery::Strlen { key } => {
+                KvOutput::Integer(self.map.get(key.as_slice()).map_or(0, |v| v.len()) as i64)
+            }
+            KvQuery::GetRange { key, start, end } => {
+                let v = self.map.get(key.as_slice()).map_or(&[][..], |v| v.as_ref());
+                KvOutput::Value(get_range(v, *start, *end).to_vec())
+            }
         }
     }
+}
+
+/// `GETRANGE`'s slice of `v`, by Redis 7's rules: negative indexes count
+/// from the end, both ends are clamped, and an empty or inverted range is
+/// empty.
+fn get_range(v: &[u8], start: i64, end: i64) -> &[u8] {
+    let len = v.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return &[];
+    }
+    let mut start = if start < 0 { len + start } else { start };
+    let mut end = if end < 0 { len + end } else { end };
+    if start < 0 {
+        start = 0;
+    }
+    if end < 0 {
+        end = 0;
+    }
+    if end >= len {
+        end = len - 1;
+    }
+    if len == 0 || start > end {
+        return &[];
+    }
+    &v[start as usize..=end as usize]
 }
 
 /// Redis' integer rule: an optional '-', digits, no spaces or '+', no
@@ -600,5 +823,165 @@ mod tests {
             }),
             KvOutput::Values(vec![Some(b("1")), Some(b("2")), None])
         );
+    }
+
+    fn run(kv: &mut KvStore, cmd: KvCommand) -> KvOutput {
+        // Through the log's encoding, as a replica applies it.
+        StateMachine::apply(kv, 1, &encode_command(&cmd))
+    }
+
+    fn get(kv: &KvStore, key: &str) -> Option<Vec<u8>> {
+        kv.get(key.as_bytes()).map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn set_nx_xx_and_get_follow_redis() {
+        let mut kv = KvStore::new();
+        let set = |condition, get| KvCommand::SetWith {
+            key: b("k"),
+            value: b("v1"),
+            condition,
+            get,
+        };
+        // XX on a missing key: nothing set, nil.
+        assert_eq!(
+            run(&mut kv, set(Some(SetCondition::Xx), false)),
+            KvOutput::Nil
+        );
+        assert_eq!(get(&kv, "k"), None);
+        // NX on a missing key: set.
+        assert_eq!(
+            run(&mut kv, set(Some(SetCondition::Nx), false)),
+            KvOutput::Ok
+        );
+        // NX again: not set; with GET, the old value either way.
+        let again = KvCommand::SetWith {
+            key: b("k"),
+            value: b("v2"),
+            condition: Some(SetCondition::Nx),
+            get: true,
+        };
+        assert_eq!(run(&mut kv, again), KvOutput::Value(b("v1")));
+        assert_eq!(get(&kv, "k"), Some(b("v1")));
+        // GETSET: the old value, and set.
+        let getset = KvCommand::SetWith {
+            key: b("k"),
+            value: b("v3"),
+            condition: None,
+            get: true,
+        };
+        assert_eq!(run(&mut kv, getset), KvOutput::Value(b("v1")));
+        assert_eq!(get(&kv, "k"), Some(b("v3")));
+    }
+
+    #[test]
+    fn setnx_msetnx_getdel_and_delifeq() {
+        let mut kv = KvStore::new();
+        let setnx = |v: &str| KvCommand::SetNx {
+            key: b("lock"),
+            value: b(v),
+        };
+        assert_eq!(run(&mut kv, setnx("t1")), KvOutput::Integer(1));
+        assert_eq!(run(&mut kv, setnx("t2")), KvOutput::Integer(0));
+        // DELIFEQ: only the holder of the token unlocks.
+        let unlock = |v: &str| KvCommand::DelIfEq {
+            key: b("lock"),
+            value: b(v),
+        };
+        assert_eq!(run(&mut kv, unlock("t2")), KvOutput::Integer(0));
+        assert_eq!(get(&kv, "lock"), Some(b("t1")));
+        assert_eq!(run(&mut kv, unlock("t1")), KvOutput::Integer(1));
+        assert_eq!(get(&kv, "lock"), None);
+        // MSETNX is all or nothing.
+        let msetnx = |pairs: &[(&str, &str)]| KvCommand::MSetNx {
+            pairs: pairs.iter().map(|(k, v)| (b(k), b(v))).collect(),
+        };
+        assert_eq!(
+            run(&mut kv, msetnx(&[("a", "1"), ("b", "2")])),
+            KvOutput::Integer(1)
+        );
+        assert_eq!(
+            run(&mut kv, msetnx(&[("c", "3"), ("a", "9")])),
+            KvOutput::Integer(0)
+        );
+        assert_eq!(get(&kv, "c"), None);
+        assert_eq!(get(&kv, "a"), Some(b("1")));
+        assert_eq!(
+            run(&mut kv, KvCommand::GetDel { key: b("a") }),
+            KvOutput::Value(b("1"))
+        );
+        assert_eq!(
+            run(&mut kv, KvCommand::GetDel { key: b("a") }),
+            KvOutput::Nil
+        );
+    }
+
+    #[test]
+    fn append_setrange_getrange_and_strlen() {
+        let mut kv = KvStore::new();
+        let append = |v: &str, max_len| KvCommand::Append {
+            key: b("s"),
+            value: b(v),
+            max_len,
+        };
+        assert_eq!(run(&mut kv, append("Hello", 100)), KvOutput::Integer(5));
+        assert_eq!(run(&mut kv, append(" World", 100)), KvOutput::Integer(11));
+        // Over the limit the leader put in the entry: refused, unchanged.
+        assert_eq!(
+            run(&mut kv, append("!", 11)),
+            KvOutput::Error(STRING_TOO_LONG.to_string())
+        );
+        assert_eq!(get(&kv, "s"), Some(b("Hello World")));
+        let range = |start, end| {
+            kv.query(&KvQuery::GetRange {
+                key: b("s"),
+                start,
+                end,
+            })
+        };
+        // Redis' examples (GETRANGE): 0 3, -3 -1, 0 -1, 10 100; and the edges.
+        assert_eq!(range(0, 3), KvOutput::Value(b("Hell")));
+        assert_eq!(range(-3, -1), KvOutput::Value(b("rld")));
+        assert_eq!(range(0, -1), KvOutput::Value(b("Hello World")));
+        assert_eq!(range(10, 100), KvOutput::Value(b("d")));
+        assert_eq!(range(5, 3), KvOutput::Value(b("")));
+        assert_eq!(range(-1, -5), KvOutput::Value(b("")));
+        assert_eq!(range(-100, 2), KvOutput::Value(b("Hel")));
+        let setrange = |key: &str, offset, v: &str| KvCommand::SetRange {
+            key: b(key),
+            offset,
+            value: b(v),
+        };
+        assert_eq!(
+            run(&mut kv, setrange("s", 6, "Redis")),
+            KvOutput::Integer(11)
+        );
+        assert_eq!(get(&kv, "s"), Some(b("Hello Redis")));
+        // Padding with zero bytes; an empty value on a missing key makes none.
+        assert_eq!(run(&mut kv, setrange("p", 3, "x")), KvOutput::Integer(4));
+        assert_eq!(get(&kv, "p"), Some(vec![0, 0, 0, b'x']));
+        assert_eq!(run(&mut kv, setrange("none", 5, "")), KvOutput::Integer(0));
+        assert_eq!(get(&kv, "none"), None);
+        assert_eq!(
+            kv.query(&KvQuery::Strlen { key: b("s") }),
+            KvOutput::Integer(11)
+        );
+        assert_eq!(
+            kv.query(&KvQuery::Strlen { key: b("none") }),
+            KvOutput::Integer(0)
+        );
+    }
+
+    #[test]
+    fn every_command_names_the_keys_it_may_change() {
+        let cmd = KvCommand::MSetNx {
+            pairs: vec![(b("a"), b("1")), (b("b"), b("2"))],
+        };
+        assert_eq!(cmd.keys(), vec![&b"a"[..], &b"b"[..]]);
+        let cmd = KvCommand::DelIfEq {
+            key: b("k"),
+            value: b("v"),
+        };
+        assert_eq!(cmd.keys(), vec![&b"k"[..]]);
     }
 }

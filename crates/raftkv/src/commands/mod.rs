@@ -254,7 +254,18 @@ mod tests {
     #[test]
     fn unknown_commands_and_bad_options_are_refused() {
         assert!(error_text(classify_str("FLY me")).starts_with("ERR unknown command 'FLY'"));
-        assert_eq!(error_text(classify_str("SET k v NX")), "ERR syntax error");
+        assert_eq!(
+            error_text(classify_str("SET k v NX XX")),
+            "ERR syntax error"
+        );
+        assert_eq!(
+            error_text(classify_str("SET k v NX BOGUS")),
+            "ERR syntax error"
+        );
+        assert!(matches!(
+            classify_str("SET k v nx get NX"),
+            Action::Write(KvCommand::SetWith { get: true, .. })
+        ));
         assert_eq!(
             error_text(classify_str("INCRBY k x")),
             crate::kv::NOT_AN_INTEGER
@@ -334,6 +345,32 @@ mod tests {
                 v.clone(),
             ]);
             requests.push(vec!["INCR".into(), k.clone()]);
+            for (name, extra) in [
+                ("APPEND", vec![v.clone()]),
+                ("SETRANGE", vec!["4294967296".into(), v.clone()]),
+                ("GETSET", vec![v.clone()]),
+                ("SETNX", vec![v.clone()]),
+                ("DELIFEQ", vec![v.clone()]),
+                ("GETRANGE", vec!["-9223372036854775808".into(), "-1".into()]),
+            ] {
+                let mut req = vec![Bytes::from(name), k.clone()];
+                req.extend(extra);
+                if name == "SETRANGE" && n > 0 {
+                    // Over the value limit for any non-empty value: refused.
+                    continue;
+                }
+                requests.push(req);
+            }
+            for name in ["GETDEL", "STRLEN"] {
+                requests.push(vec![name.into(), k.clone()]);
+            }
+            requests.push(vec![
+                "SET".into(),
+                k.clone(),
+                v.clone(),
+                "NX".into(),
+                "GET".into(),
+            ]);
             requests.push(vec![
                 "INCRBY".into(),
                 k.clone(),
@@ -345,6 +382,10 @@ mod tests {
                 "9223372036854775807".into(),
             ]);
             let many: Vec<Bytes> = std::iter::once(Bytes::from("MSET"))
+                .chain((0..200).flat_map(|_| [k.clone(), v.clone()]))
+                .collect();
+            requests.push(many);
+            let many: Vec<Bytes> = std::iter::once(Bytes::from("MSETNX"))
                 .chain((0..200).flat_map(|_| [k.clone(), v.clone()]))
                 .collect();
             requests.push(many);
