@@ -452,6 +452,13 @@ mod tests {
                 assert!(!e.contains("wrong number"), "{}: {e}", spec.name);
             }
         }
+        let names: std::collections::HashSet<&str> =
+            table::COMMANDS.iter().map(|c| c.name).collect();
+        assert_eq!(
+            names.len(),
+            table::COMMANDS.len(),
+            "a name twice in the table"
+        );
         for name in ["GET", "SET", "MSET", "DEL", "PING", "RAFT.NODE", "COMMAND"] {
             assert!(table::lookup(name).is_some(), "{name}");
         }

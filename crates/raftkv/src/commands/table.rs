@@ -472,9 +472,22 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
 ];
 
+/// The entries by upper-case name: every request looks its command up here
+/// first, so a hash lookup, not a scan of the table.
+static BY_NAME: std::sync::LazyLock<std::collections::HashMap<String, &'static CommandSpec>> =
+    std::sync::LazyLock::new(|| {
+        COMMANDS
+            .iter()
+            .map(|c| (c.name.to_ascii_uppercase(), c))
+            .collect()
+    });
+
 /// The entry of `name` (any case).
 pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
-    COMMANDS.iter().find(|c| c.name.eq_ignore_ascii_case(name))
+    match BY_NAME.get(name) {
+        Some(c) => Some(c),
+        None => BY_NAME.get(&name.to_ascii_uppercase()).copied(),
+    }
 }
 
 impl CommandSpec {
