@@ -72,7 +72,7 @@ impl Outcome {
                         KvOutput::Ok | KvOutput::Nil => 0,
                         KvOutput::Integer(_) => FIELD,
                         KvOutput::Value(v) => FIELD + v.len(),
-                        KvOutput::Error(e) => FIELD + e.len(),
+                        KvOutput::Error(e) | KvOutput::Status(e) => FIELD + e.len(),
                         KvOutput::Values(vs) => {
                             FIELD
                                 + vs.iter()

@@ -203,26 +203,34 @@ fn pair_digest(key: &[u8], value: Option<&[u8]>) -> u64 {
 /// takes the touched pairs out, [`DigestUpdate::after`] puts them back in.
 pub struct DigestUpdate {
     keys: Vec<Vec<u8>>,
+    /// The command may change every key (`FLUSHALL`): digest it all again.
+    all: bool,
 }
 
 impl DigestUpdate {
     /// The keys the command `data` may change, and the digest without
     /// their pairs. (A command that does not decode changes nothing.)
     pub fn before(kv: &KvStore, digest: u64, data: &[u8]) -> (DigestUpdate, u64) {
-        let mut keys: Vec<Vec<u8>> = match postcard::from_bytes::<KvCommand>(data) {
-            Ok(cmd) => cmd.keys().into_iter().map(<[u8]>::to_vec).collect(),
-            Err(_) => Vec::new(),
+        let (mut keys, all): (Vec<Vec<u8>>, bool) = match postcard::from_bytes::<KvCommand>(data) {
+            Ok(cmd) => (
+                cmd.keys().into_iter().map(<[u8]>::to_vec).collect(),
+                cmd.touches_every_key(),
+            ),
+            Err(_) => (Vec::new(), false),
         };
         keys.sort_unstable();
         keys.dedup();
         let out = keys
             .iter()
             .fold(digest, |d, k| d.wrapping_sub(pair_digest(k, kv.get(k))));
-        (DigestUpdate { keys }, out)
+        (DigestUpdate { keys, all }, out)
     }
 
     /// The digest after the command was applied to `kv`.
     pub fn after(&self, kv: &KvStore, digest: u64) -> u64 {
+        if self.all {
+            return state_digest(kv);
+        }
         self.keys
             .iter()
             .fold(digest, |d, k| d.wrapping_add(pair_digest(k, kv.get(k))))
@@ -369,6 +377,16 @@ mod tests {
             },
             KvCommand::Del {
                 keys: vec![b("a"), b("a"), b("missing")],
+            },
+            KvCommand::Rename {
+                key: b("x"),
+                new_key: b("z"),
+                nx: false,
+            },
+            KvCommand::FlushAll,
+            KvCommand::Set {
+                key: b("after"),
+                value: b("flush"),
             },
         ];
         let mut kv = KvStore::new();

@@ -160,6 +160,16 @@ pub enum KvCommand {
         #[serde(with = "serde_bytes")]
         value: Vec<u8>,
     },
+    /// `RENAME` (`nx: false`) and `RENAMENX` (`nx: true`).
+    Rename {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+        #[serde(with = "serde_bytes")]
+        new_key: Vec<u8>,
+        nx: bool,
+    },
+    /// `FLUSHDB` and `FLUSHALL` (one database): every key goes, in one entry.
+    FlushAll,
 }
 
 /// `SET`'s `NX` (only if missing) or `XX` (only if present).
@@ -175,6 +185,13 @@ pub const MAX_STRING_LEN: u64 = 512 << 20;
 pub const STRING_TOO_LONG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
 impl KvCommand {
+    /// Whether this command may change every key (`FLUSHALL`): then
+    /// [`KvCommand::keys`] lists none, and a digest or a `WATCH` must look
+    /// at them all.
+    pub fn touches_every_key(&self) -> bool {
+        matches!(self, KvCommand::FlushAll)
+    }
+
     /// The keys this command may change (for a state digest, and for
     /// `WATCH`).
     pub fn keys(&self) -> Vec<&[u8]> {
@@ -188,6 +205,9 @@ impl KvCommand {
             | KvCommand::Append { key, .. }
             | KvCommand::SetRange { key, .. }
             | KvCommand::DelIfEq { key, .. } => vec![key],
+            KvCommand::Rename { key, new_key, .. } => vec![key, new_key],
+            // Every key: see `touches_every_key`.
+            KvCommand::FlushAll => Vec::new(),
             KvCommand::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
             KvCommand::MSet { pairs } | KvCommand::MSetNx { pairs } => {
                 pairs.iter().map(|(k, _)| k.as_slice()).collect()
@@ -224,6 +244,22 @@ pub enum KvQuery {
         start: i64,
         end: i64,
     },
+    /// `TYPE`: `string`, or `none` for a missing key.
+    Type {
+        #[serde(with = "serde_bytes")]
+        key: Vec<u8>,
+    },
+    /// `KEYS pattern`, Redis' glob syntax (`*`, `?`, `[a-z]`, `[^x]`, `\`).
+    Keys {
+        #[serde(with = "serde_bytes")]
+        pattern: Vec<u8>,
+    },
+    /// `RANDOMKEY`: a key, or nil when there is none. `seed` picks which
+    /// (the server draws it), so the answer does not depend on the map's
+    /// iteration order alone.
+    RandomKey {
+        seed: u64,
+    },
 }
 
 /// What a command or query returns; maps one-to-one onto RESP replies.
@@ -237,8 +273,12 @@ pub enum KvOutput {
     Values(#[serde(with = "byte_lists::values")] Vec<Option<Vec<u8>>>),
     /// A command-level error (the state is unchanged), e.g. INCR of a string.
     Error(String),
+    // New variants go last (see `KvCommand`).
+    /// A status reply (`+string`, `TYPE`'s answer).
+    Status(String),
 }
 
+pub const NO_SUCH_KEY: &str = "ERR no such key";
 pub const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
 pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
 
@@ -394,6 +434,28 @@ impl KvStore {
                 }
                 _ => KvOutput::Integer(0),
             },
+            KvCommand::Rename { key, new_key, nx } => {
+                let Some(value) = self.map.get(key.as_slice()).cloned() else {
+                    return KvOutput::Error(NO_SUCH_KEY.to_string());
+                };
+                if nx && self.map.contains_key(new_key.as_slice()) {
+                    // Also when renaming a key to itself, as Redis answers.
+                    return KvOutput::Integer(0);
+                }
+                if key != new_key {
+                    self.map.remove(key.as_slice());
+                    self.map.insert(new_key.into(), value);
+                }
+                if nx {
+                    KvOutput::Integer(1)
+                } else {
+                    KvOutput::Ok
+                }
+            }
+            KvCommand::FlushAll => {
+                self.map = imbl::HashMap::new();
+                KvOutput::Ok
+            }
         }
     }
 
@@ -440,8 +502,120 @@ impl KvStore {
                 let v = self.map.get(key.as_slice()).map_or(&[][..], |v| v.as_ref());
                 KvOutput::Value(get_range(v, *start, *end).to_vec())
             }
+            KvQuery::Type { key } => KvOutput::Status(
+                if self.map.contains_key(key.as_slice()) {
+                    "string"
+                } else {
+                    "none"
+                }
+                .to_string(),
+            ),
+            KvQuery::Keys { pattern } => KvOutput::Values(
+                self.map
+                    .keys()
+                    // Redis' `KEYS *` lists every key, the empty one too.
+                    .filter(|k| pattern.as_slice() == b"*" || glob_match(pattern, k))
+                    .map(|k| Some(k.to_vec()))
+                    .collect(),
+            ),
+            KvQuery::RandomKey { seed } => match self.map.len() {
+                0 => KvOutput::Nil,
+                n => {
+                    // O(n), as KEYS is; Redis picks a bucket in O(1).
+                    let at = (*seed % n as u64) as usize;
+                    self.map
+                        .keys()
+                        .nth(at)
+                        .map_or(KvOutput::Nil, |k| KvOutput::Value(k.to_vec()))
+                }
+            },
         }
     }
+}
+
+/// Redis' glob matching (`stringmatchlen` in `util.c`, case-sensitive),
+/// step for step: `*` any run, `?` any byte, `[abc]`, `[^abc]`, `[a-z]`
+/// classes, and `\` quoting the next byte. Like Redis', it never matches
+/// an empty string (`KEYS *` is special-cased by its caller).
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    let (mut p, mut i) = (0usize, 0usize);
+    let (plen, slen) = (pattern.len(), s.len());
+    while p < plen && i < slen {
+        match pattern[p] {
+            b'*' => {
+                while p + 1 < plen && pattern[p + 1] == b'*' {
+                    p += 1;
+                }
+                if p + 1 == plen {
+                    return true;
+                }
+                return (i..slen).any(|at| glob_match(&pattern[p + 1..], &s[at..]));
+            }
+            b'?' => i += 1,
+            b'[' => {
+                p += 1;
+                let not = p < plen && pattern[p] == b'^';
+                if not {
+                    p += 1;
+                }
+                let mut matched = false;
+                loop {
+                    if p + 1 < plen && pattern[p] == b'\\' {
+                        p += 1;
+                        if pattern[p] == s[i] {
+                            matched = true;
+                        }
+                    } else if p < plen && pattern[p] == b']' {
+                        break;
+                    } else if p >= plen {
+                        // An unclosed class ends the pattern.
+                        p -= 1;
+                        break;
+                    } else if p + 2 < plen && pattern[p + 1] == b'-' {
+                        let (mut lo, mut hi) = (pattern[p], pattern[p + 2]);
+                        if lo > hi {
+                            std::mem::swap(&mut lo, &mut hi);
+                        }
+                        p += 2;
+                        if (lo..=hi).contains(&s[i]) {
+                            matched = true;
+                        }
+                    } else if pattern[p] == s[i] {
+                        matched = true;
+                    }
+                    p += 1;
+                }
+                if not {
+                    matched = !matched;
+                }
+                if !matched {
+                    return false;
+                }
+                i += 1;
+            }
+            b'\\' if p + 1 < plen => {
+                p += 1;
+                if pattern[p] != s[i] {
+                    return false;
+                }
+                i += 1;
+            }
+            c => {
+                if c != s[i] {
+                    return false;
+                }
+                i += 1;
+            }
+        }
+        p += 1;
+        if i == slen {
+            while p < plen && pattern[p] == b'*' {
+                p += 1;
+            }
+            break;
+        }
+    }
+    p == plen && i == slen
 }
 
 /// `GETRANGE`'s slice of `v`, by Redis 7's rules: negative indexes count
@@ -983,5 +1157,65 @@ mod tests {
             value: b("v"),
         };
         assert_eq!(cmd.keys(), vec![&b"k"[..]]);
+    }
+
+    #[test]
+    fn glob_patterns_match_as_redis_does() {
+        let m = |p: &str, s: &str| glob_match(p.as_bytes(), s.as_bytes());
+        assert!(m("h?llo", "hello") && m("h?llo", "hallo") && !m("h?llo", "hllo"));
+        assert!(m("h*llo", "hllo") && m("h*llo", "heeeello"));
+        assert!(m("h[ae]llo", "hallo") && !m("h[ae]llo", "hillo"));
+        assert!(m("h[^e]llo", "hallo") && !m("h[^e]llo", "hello"));
+        assert!(m("h[a-b]llo", "hbllo") && m("h[b-a]llo", "hallo"));
+        assert!(m(r"\[x\]", "[x]") && m(r"a\\b", r"a\b"));
+        // An unclosed class ends the pattern; `*` never matches "".
+        assert!(m("h[a-", "ha") && !m("*", ""));
+        assert!(m("**o", "hello") && m("*o*", "hello") && !m("nomatch*", "x"));
+    }
+
+    #[test]
+    fn rename_renamenx_type_and_flush() {
+        let mut kv = KvStore::new();
+        run(
+            &mut kv,
+            KvCommand::Set {
+                key: b("a"),
+                value: b("1"),
+            },
+        );
+        run(
+            &mut kv,
+            KvCommand::Set {
+                key: b("b"),
+                value: b("2"),
+            },
+        );
+        let rename = |key: &str, new_key: &str, nx| KvCommand::Rename {
+            key: b(key),
+            new_key: b(new_key),
+            nx,
+        };
+        assert_eq!(
+            run(&mut kv, rename("missing", "x", false)),
+            KvOutput::Error(NO_SUCH_KEY.to_string())
+        );
+        assert_eq!(run(&mut kv, rename("a", "a", false)), KvOutput::Ok);
+        assert_eq!(run(&mut kv, rename("a", "b", true)), KvOutput::Integer(0));
+        assert_eq!(run(&mut kv, rename("a", "a", true)), KvOutput::Integer(0));
+        assert_eq!(run(&mut kv, rename("a", "c", true)), KvOutput::Integer(1));
+        assert_eq!((get(&kv, "a"), get(&kv, "c")), (None, Some(b("1"))));
+        assert_eq!(run(&mut kv, rename("c", "b", false)), KvOutput::Ok);
+        assert_eq!(get(&kv, "b"), Some(b("1")));
+        assert_eq!(
+            kv.query(&KvQuery::Type { key: b("b") }),
+            KvOutput::Status("string".into())
+        );
+        assert_eq!(
+            kv.query(&KvQuery::Type { key: b("zz") }),
+            KvOutput::Status("none".into())
+        );
+        assert_eq!(run(&mut kv, KvCommand::FlushAll), KvOutput::Ok);
+        assert!(kv.is_empty());
+        assert_eq!(kv.query(&KvQuery::RandomKey { seed: 7 }), KvOutput::Nil);
     }
 }

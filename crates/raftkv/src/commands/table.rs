@@ -28,15 +28,26 @@ pub struct CommandSpec {
     /// First key, last key (negative: from the end), step; `(0, 0, 0)` for
     /// none.
     pub keys: (i32, i32, i32),
-    /// The key specification's flags (`RO`, `RW`, `OW`, `RM`, `access`, ...).
-    pub key_flags: &'static [&'static str],
-    /// The key specification's `notes`, where Redis gives one.
-    pub key_notes: Option<&'static str>,
+    /// Redis 7's key specifications (all of the "index, then range" kind
+    /// here): where each group of keys is and how it is used.
+    pub key_specs: &'static [KeySpec],
     pub acl: &'static [&'static str],
     pub group: &'static str,
     pub summary: &'static str,
     pub since: &'static str,
     pub complexity: &'static str,
+}
+
+/// One key specification: the keys start at argument `index`, and go to
+/// `lastkey` (relative to `index`; negative: from the end) every `keystep`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    pub index: i32,
+    pub lastkey: i32,
+    pub keystep: i32,
+    /// `RO`, `RW`, `OW`, `RM`, `access`, `update`, `insert`, `delete`, ...
+    pub flags: &'static [&'static str],
+    pub notes: Option<&'static str>,
 }
 
 /// Every command, in no particular order (Redis' is a hash order too).
@@ -46,8 +57,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["readonly", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RO", "access"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RO", "access"],
+                notes: None,
+            },
+        ],
         acl: &["@read", "@string", "@fast"],
         group: "string",
         summary: "Get the value of a key",
@@ -59,8 +77,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -2,
         flags: &["readonly", "fast"],
         keys: (1, -1, 1),
-        key_flags: &["RO", "access"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 1,
+                flags: &["RO", "access"],
+                notes: None,
+            },
+        ],
         acl: &["@read", "@string", "@fast"],
         group: "string",
         summary: "Get the values of all the given keys",
@@ -72,8 +97,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -3,
         flags: &["write", "denyoom"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "update", "variable_flags"],
-        key_notes: Some("RW and ACCESS due to the optional `GET` argument"),
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "update", "variable_flags"],
+                notes: Some("RW and ACCESS due to the optional `GET` argument"),
+            },
+        ],
         acl: &["@write", "@string", "@slow"],
         group: "string",
         summary: "Set the string value of a key",
@@ -85,8 +117,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -3,
         flags: &["write", "denyoom"],
         keys: (1, -1, 2),
-        key_flags: &["OW", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 2,
+                flags: &["OW", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@slow"],
         group: "string",
         summary: "Set multiple keys to multiple values",
@@ -98,8 +137,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Increment the integer value of a key by one",
@@ -111,8 +157,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Decrement the integer value of a key by one",
@@ -124,8 +177,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Increment the integer value of a key by the given amount",
@@ -137,8 +197,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Decrement the integer value of a key by the given number",
@@ -150,8 +217,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -2,
         flags: &["readonly", "fast"],
         keys: (1, -1, 1),
-        key_flags: &["RO"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 1,
+                flags: &["RO"],
+                notes: None,
+            },
+        ],
         acl: &["@keyspace", "@read", "@fast"],
         group: "generic",
         summary: "Determine if a key exists",
@@ -163,8 +237,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 1,
         flags: &["readonly", "fast"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@keyspace", "@read", "@fast"],
         group: "server",
         summary: "Return the number of keys in the selected database",
@@ -176,8 +249,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -2,
         flags: &["write"],
         keys: (1, -1, 1),
-        key_flags: &["RM", "delete"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 1,
+                flags: &["RM", "delete"],
+                notes: None,
+            },
+        ],
         acl: &["@keyspace", "@write", "@slow"],
         group: "generic",
         summary: "Delete a key",
@@ -189,8 +269,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -1,
         flags: &["fast"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@fast", "@connection"],
         group: "connection",
         summary: "Ping the server",
@@ -202,8 +281,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["loading", "stale", "fast"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@fast", "@connection"],
         group: "connection",
         summary: "Echo the given string",
@@ -215,8 +293,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -1,
         flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@fast", "@connection"],
         group: "connection",
         summary: "Handshake with Redis",
@@ -228,8 +305,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -1,
         flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@fast", "@connection"],
         group: "connection",
         summary: "Close the connection",
@@ -241,8 +317,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["loading", "stale", "fast"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@fast", "@connection"],
         group: "connection",
         summary: "Change the selected database for the current connection",
@@ -254,8 +329,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -2,
         flags: &[],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@slow"],
         group: "connection",
         summary: "A container for client connection commands",
@@ -267,8 +341,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -1,
         flags: &["loading", "stale"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@slow", "@dangerous"],
         group: "server",
         summary: "Get information and statistics about the server",
@@ -280,8 +353,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -1,
         flags: &["loading", "stale"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@slow", "@connection"],
         group: "server",
         summary: "Get array of Redis command details",
@@ -293,8 +365,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -2,
         flags: &[],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@slow"],
         group: "server",
         summary: "A container for server configuration commands",
@@ -306,8 +377,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["OW", "insert"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["OW", "insert"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Set the value of a key, only if the key does not exist",
@@ -319,8 +397,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Set the string value of a key and return its old value",
@@ -332,8 +417,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "delete"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "delete"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Get the value of a key and delete the key",
@@ -345,8 +437,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "insert"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "insert"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Append a value to a key",
@@ -358,8 +457,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 4,
         flags: &["write", "denyoom"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "update"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "update"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@slow"],
         group: "string",
         summary: "Overwrite part of a string at key starting at the specified offset",
@@ -371,8 +477,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -3,
         flags: &["write", "denyoom"],
         keys: (1, -1, 2),
-        key_flags: &["OW", "insert"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 2,
+                flags: &["OW", "insert"],
+                notes: None,
+            },
+        ],
         acl: &["@write", "@string", "@slow"],
         group: "string",
         summary: "Set multiple keys to multiple values, only if none of the keys exist",
@@ -384,8 +497,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 4,
         flags: &["readonly"],
         keys: (1, 1, 1),
-        key_flags: &["RO", "access"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RO", "access"],
+                notes: None,
+            },
+        ],
         acl: &["@read", "@string", "@slow"],
         group: "string",
         summary: "Get a substring of the string stored at a key",
@@ -397,8 +517,15 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 2,
         flags: &["readonly", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RO"],
-        key_notes: None,
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RO"],
+                notes: None,
+            },
+        ],
         acl: &["@read", "@string", "@fast"],
         group: "string",
         summary: "Get the length of the value stored in a key",
@@ -406,12 +533,179 @@ pub static COMMANDS: &[CommandSpec] = &[
         complexity: "O(1)",
     },
     CommandSpec {
+        name: "type",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        keys: (1, 1, 1),
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RO"],
+                notes: None,
+            },
+        ],
+        acl: &["@keyspace", "@read", "@fast"],
+        group: "generic",
+        summary: "Determine the type stored at key",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "rename",
+        arity: 3,
+        flags: &["write"],
+        keys: (1, 2, 1),
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "delete"],
+                notes: None,
+            },
+            KeySpec {
+                index: 2,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["OW", "update"],
+                notes: None,
+            },
+        ],
+        acl: &["@keyspace", "@write", "@slow"],
+        group: "generic",
+        summary: "Rename a key",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "renamenx",
+        arity: 3,
+        flags: &["write", "fast"],
+        keys: (1, 2, 1),
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["RW", "access", "delete"],
+                notes: None,
+            },
+            KeySpec {
+                index: 2,
+                lastkey: 0,
+                keystep: 1,
+                flags: &["OW", "insert"],
+                notes: None,
+            },
+        ],
+        acl: &["@keyspace", "@write", "@fast"],
+        group: "generic",
+        summary: "Rename a key, only if the new key does not exist",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
+        name: "unlink",
+        arity: -2,
+        flags: &["write", "fast"],
+        keys: (1, -1, 1),
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 1,
+                flags: &["RM", "delete"],
+                notes: None,
+            },
+        ],
+        acl: &["@keyspace", "@write", "@fast"],
+        group: "generic",
+        summary: "Delete a key asynchronously in another thread. Otherwise it is just as DEL, but non blocking.",
+        since: "4.0.0",
+        complexity: "O(1) for each key removed regardless of its size. Then the command does O(N) work in a different thread in order to reclaim memory, where N is the number of allocations the deleted objects where composed of.",
+    },
+    CommandSpec {
+        name: "touch",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        keys: (1, -1, 1),
+        key_specs: &[
+            KeySpec {
+                index: 1,
+                lastkey: -1,
+                keystep: 1,
+                flags: &["RO"],
+                notes: None,
+            },
+        ],
+        acl: &["@keyspace", "@read", "@fast"],
+        group: "generic",
+        summary: "Alters the last access time of a key(s). Returns the number of existing keys specified.",
+        since: "3.2.1",
+        complexity: "O(N) where N is the number of keys that will be touched.",
+    },
+    CommandSpec {
+        name: "flushdb",
+        arity: -1,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        key_specs: &[],
+        acl: &["@keyspace", "@write", "@slow", "@dangerous"],
+        group: "server",
+        summary: "Remove all keys from the current database",
+        since: "1.0.0",
+        complexity: "O(N) where N is the number of keys in the selected database",
+    },
+    CommandSpec {
+        name: "flushall",
+        arity: -1,
+        flags: &["write"],
+        keys: (0, 0, 0),
+        key_specs: &[],
+        acl: &["@keyspace", "@write", "@slow", "@dangerous"],
+        group: "server",
+        summary: "Remove all keys from all databases",
+        since: "1.0.0",
+        complexity: "O(N) where N is the total number of keys in all databases",
+    },
+    CommandSpec {
+        name: "keys",
+        arity: 2,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        key_specs: &[],
+        acl: &["@keyspace", "@read", "@slow", "@dangerous"],
+        group: "generic",
+        summary: "Find all keys matching the given pattern",
+        since: "1.0.0",
+        complexity: "O(N) with N being the number of keys in the database, under the assumption that the key names in the database and the given pattern have limited length.",
+    },
+    CommandSpec {
+        name: "randomkey",
+        arity: 1,
+        flags: &["readonly"],
+        keys: (0, 0, 0),
+        key_specs: &[],
+        acl: &["@keyspace", "@read", "@slow"],
+        group: "generic",
+        summary: "Return a random key from the keyspace",
+        since: "1.0.0",
+        complexity: "O(1)",
+    },
+    CommandSpec {
         name: "delifeq",
         arity: 3,
         flags: &["write", "fast"],
         keys: (1, 1, 1),
-        key_flags: &["RW", "access", "delete"],
-        key_notes: None,
+        key_specs: &[KeySpec {
+            index: 1,
+            lastkey: 0,
+            keystep: 1,
+            flags: &["RW", "access", "delete"],
+            notes: None,
+        }],
         acl: &["@write", "@string", "@fast"],
         group: "string",
         summary: "Delete a key only if its value equals the given one (the safe unlock of a SET NX lock)",
@@ -423,8 +717,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 1,
         flags: &["loading", "stale"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@slow"],
         group: "raft",
         summary: "This node's Raft state: role, term, leader, commit and applied index, membership",
@@ -436,8 +729,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: 1,
         flags: &["admin"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@admin", "@slow", "@dangerous"],
         group: "raft",
         summary: "Take a snapshot of this node's state machine now and compact its log",
@@ -449,8 +741,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -3,
         flags: &["admin"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@admin", "@slow", "@dangerous"],
         group: "raft",
         summary: "Change the cluster's membership: ADD id addr [LEARNER], PROMOTE id, REMOVE id",
@@ -462,8 +753,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         arity: -1,
         flags: &["admin"],
         keys: (0, 0, 0),
-        key_flags: &[],
-        key_notes: None,
+        key_specs: &[],
         acl: &["@admin", "@slow", "@dangerous"],
         group: "raft",
         summary: "Hand leadership to a voter (the most up to date one if no id is given)",
@@ -490,6 +780,43 @@ pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
     }
 }
 
+impl KeySpec {
+    fn info(&self) -> Reply {
+        let mut spec = Vec::new();
+        if let Some(notes) = self.notes {
+            spec.push((bulk("notes"), bulk(notes)));
+        }
+        spec.extend([
+            (bulk("flags"), set(self.flags)),
+            (
+                bulk("begin_search"),
+                Reply::Map(vec![
+                    (bulk("type"), bulk("index")),
+                    (
+                        bulk("spec"),
+                        Reply::Map(vec![(bulk("index"), Reply::Integer(self.index.into()))]),
+                    ),
+                ]),
+            ),
+            (
+                bulk("find_keys"),
+                Reply::Map(vec![
+                    (bulk("type"), bulk("range")),
+                    (
+                        bulk("spec"),
+                        Reply::Map(vec![
+                            (bulk("lastkey"), Reply::Integer(self.lastkey.into())),
+                            (bulk("keystep"), Reply::Integer(self.keystep.into())),
+                            (bulk("limit"), Reply::Integer(0)),
+                        ]),
+                    ),
+                ]),
+            ),
+        ]);
+        Reply::Map(spec)
+    }
+}
+
 impl CommandSpec {
     /// Whether `argc` arguments (the name included) fit the arity.
     pub fn arity_ok(&self, argc: usize) -> bool {
@@ -507,45 +834,7 @@ impl CommandSpec {
     /// subcommands.
     pub fn info(&self) -> Reply {
         let (first, last, step) = self.keys;
-        let key_specs = if first > 0 {
-            // The range form Redis uses: `lastkey` is relative to the first
-            // key, or negative from the end.
-            let lastkey = if last < 0 { last } else { last - first };
-            let mut spec = Vec::new();
-            if let Some(notes) = self.key_notes {
-                spec.push((bulk("notes"), bulk(notes)));
-            }
-            spec.extend([
-                (bulk("flags"), set(self.key_flags)),
-                (
-                    bulk("begin_search"),
-                    Reply::Map(vec![
-                        (bulk("type"), bulk("index")),
-                        (
-                            bulk("spec"),
-                            Reply::Map(vec![(bulk("index"), Reply::Integer(first.into()))]),
-                        ),
-                    ]),
-                ),
-                (
-                    bulk("find_keys"),
-                    Reply::Map(vec![
-                        (bulk("type"), bulk("range")),
-                        (
-                            bulk("spec"),
-                            Reply::Map(vec![
-                                (bulk("lastkey"), Reply::Integer(lastkey.into())),
-                                (bulk("keystep"), Reply::Integer(step.into())),
-                                (bulk("limit"), Reply::Integer(0)),
-                            ]),
-                        ),
-                    ]),
-                ),
-            ]);
-            vec![Reply::Map(spec)]
-        } else {
-            Vec::new()
-        };
+        let key_specs = self.key_specs.iter().map(KeySpec::info).collect();
         Reply::Array(vec![
             bulk(self.name),
             Reply::Integer(self.arity.into()),

@@ -291,5 +291,6 @@ fn kv_reply(out: KvOutput) -> Reply {
                 .collect(),
         ),
         KvOutput::Error(e) => Reply::Error(e),
+        KvOutput::Status(s) => Reply::Simple(s),
     }
 }

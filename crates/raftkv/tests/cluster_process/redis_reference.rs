@@ -201,6 +201,88 @@ fn replies_and_errors_match_redis_server() {
         let b = theirs.cmd(req).expect("theirs");
         assert_eq!(a, b, "{req:?}");
     }
+
+    // The keyspace: glob patterns (KEYS answers in no order: sorted here),
+    // TYPE, RENAME, RENAMENX, TOUCH, UNLINK, FLUSHDB.
+    let sorted = |r: Resp| match r {
+        Resp::Array(mut items) => {
+            items.sort_by_key(Resp::text);
+            Resp::Array(items)
+        }
+        other => other,
+    };
+    for key in [
+        "ref:g:hello",
+        "ref:g:hallo",
+        "ref:g:hxllo",
+        "ref:g:hllo",
+        "ref:g:heeeello",
+        "ref:g:[x]",
+        "ref:g:a\\b",
+        "ref:g:",
+        "ref:g:-",
+    ] {
+        for conn in [&mut ours, &mut theirs] {
+            assert_eq!(
+                conn.cmd(&["SET", key, "1"]).expect("SET"),
+                Resp::Simple("OK".into())
+            );
+        }
+    }
+    let keyspace: &[&[&str]] = &[
+        &["KEYS", "ref:g:h?llo"],
+        &["KEYS", "ref:g:h*llo"],
+        &["KEYS", "ref:g:h[ae]llo"],
+        &["KEYS", "ref:g:h[^e]llo"],
+        &["KEYS", "ref:g:h[a-b]llo"],
+        &["KEYS", "ref:g:h[b-a]llo"],
+        &["KEYS", "ref:g:\\[x\\]"],
+        &["KEYS", "ref:g:[\\[]x]"],
+        &["KEYS", "ref:g:a\\\\b"],
+        &["KEYS", "ref:g:["],
+        &["KEYS", "ref:g:h[a-"],
+        &["KEYS", "ref:g:[-]"],
+        &["KEYS", "ref:g:*"],
+        &["KEYS", "ref:g:**o"],
+        &["KEYS", "ref:g:*o*"],
+        &["KEYS", "ref:g:?"],
+        &["KEYS", "ref:g:"],
+        &["KEYS", "nomatch*"],
+        &["KEYS", "*"],
+        &["TYPE", "ref:g:hello"],
+        &["TYPE", "ref:missing"],
+        &["RENAME", "ref:missing", "x"],
+        &["RENAME", "ref:g:hello", "ref:g:hello"],
+        &["RENAME", "ref:g:hello", "ref:g:renamed"],
+        &["GET", "ref:g:renamed"],
+        &["EXISTS", "ref:g:hello"],
+        &["RENAMENX", "ref:g:renamed", "ref:g:hallo"],
+        &["RENAMENX", "ref:g:renamed", "ref:g:renamed"],
+        &["RENAMENX", "ref:g:renamed", "ref:g:fresh"],
+        &["RENAMENX", "ref:missing", "x"],
+        &["TOUCH", "ref:g:fresh", "ref:g:fresh", "ref:missing"],
+        &["UNLINK", "ref:g:fresh", "ref:missing"],
+        &["FLUSHDB", "BOGUS"],
+        &["FLUSHALL", "ASYNC", "SYNC"],
+        &["FLUSHDB", "ASYNC"],
+        &["DBSIZE"],
+        &["KEYS", "*"],
+        &["RANDOMKEY"],
+    ];
+    for req in keyspace {
+        let a = sorted(ours.cmd(req).expect("ours"));
+        let b = sorted(theirs.cmd(req).expect("theirs"));
+        assert_eq!(a, b, "{req:?}");
+    }
+    // RANDOMKEY names a key that exists.
+    assert_eq!(
+        ours.cmd(&["SET", "ref:only", "1"]).expect("SET"),
+        Resp::Simple("OK".into())
+    );
+    assert_eq!(
+        ours.cmd(&["RANDOMKEY"]).expect("RANDOMKEY"),
+        Resp::Bulk(b"ref:only".to_vec())
+    );
     // DELIFEQ (ours, not in Redis 7): the safe unlock of a SET NX lock,
     // through the follower.
     assert_eq!(
