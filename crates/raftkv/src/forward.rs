@@ -63,25 +63,31 @@ impl Outcome {
     /// An upper bound on the outcome's encoded size, cheap to compute: what
     /// a leader counts to keep a forward reply within one frame.
     pub fn size_bound(&self) -> usize {
-        // At least what a tag, a varint length or an integer takes.
-        const FIELD: usize = 16;
         match self {
-            Outcome::Done(out) => {
-                FIELD
-                    + match out {
-                        KvOutput::Ok | KvOutput::Nil => 0,
-                        KvOutput::Integer(_) => FIELD,
-                        KvOutput::Value(v) => FIELD + v.len(),
-                        KvOutput::Error(e) | KvOutput::Status(e) => FIELD + e.len(),
-                        KvOutput::Values(vs) => {
-                            FIELD
-                                + vs.iter()
-                                    .map(|v| FIELD + v.as_ref().map_or(0, Vec::len))
-                                    .sum::<usize>()
-                        }
-                    }
-            }
+            Outcome::Done(out) => FIELD + output_bound(out),
             Outcome::NotApplied | Outcome::Unknown => FIELD,
+        }
+    }
+}
+
+/// At least what a tag, a varint length or an integer takes.
+const FIELD: usize = 16;
+
+/// An upper bound on an output's encoded size.
+fn output_bound(out: &KvOutput) -> usize {
+    match out {
+        KvOutput::Ok | KvOutput::Nil => 0,
+        KvOutput::Integer(_) => FIELD,
+        KvOutput::Value(v) => FIELD + v.len(),
+        KvOutput::Error(e) | KvOutput::Status(e) => FIELD + e.len(),
+        KvOutput::Values(vs) => {
+            FIELD
+                + vs.iter()
+                    .map(|v| FIELD + v.as_ref().map_or(0, Vec::len))
+                    .sum::<usize>()
+        }
+        KvOutput::Multi(outs) => {
+            FIELD + outs.iter().map(|o| FIELD + output_bound(o)).sum::<usize>()
         }
     }
 }

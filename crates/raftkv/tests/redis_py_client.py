@@ -59,7 +59,21 @@ def exercise(r, tag, decoded=False):
         check("not an integer" in str(e), f"{tag}: INCR error text {e}")
     check(r.ping() is True, f"{tag}: PING after an error")
 
-    # A pipeline (no MULTI/EXEC: raftkv has no transactions).
+    # A transaction: redis-py's default pipeline wraps it in MULTI/EXEC,
+    # which raftkv applies as one log entry.
+    p = r.pipeline(transaction=True)
+    p.set(k("tx"), "1")
+    p.incr(k("tx"))
+    p.get(k("tx"))
+    p.setnx(k("tx"), "9")
+    got = p.execute()
+    check(got == [True, 2, b("2", decoded), False], f"{tag}: transaction returned {got!r}")
+    with r.pipeline() as p:
+        p.set(k("tx2"), "a").append(k("tx2"), "b").strlen(k("tx2"))
+        got = p.execute()
+    check(got == [True, 2, 2], f"{tag}: default pipeline returned {got!r}")
+
+    # A pipeline without MULTI/EXEC.
     p = r.pipeline(transaction=False)
     p.set(k("p"), "pv")
     p.get(k("p"))

@@ -170,6 +170,18 @@ pub enum KvCommand {
     },
     /// `FLUSHDB` and `FLUSHALL` (one database): every key goes, in one entry.
     FlushAll,
+    /// `MULTI` ... `EXEC`: the queued commands, writes and reads, applied
+    /// one after the other in one entry, so nothing else runs between them
+    /// on any replica; the answer is each command's output, in order.
+    Exec { ops: Vec<TxOp> },
+}
+
+/// One command queued in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxOp {
+    Write(KvCommand),
+    /// Answered from the state at its place in the transaction.
+    Read(KvQuery),
 }
 
 /// `SET`'s `NX` (only if missing) or `XX` (only if present).
@@ -189,7 +201,13 @@ impl KvCommand {
     /// [`KvCommand::keys`] lists none, and a digest or a `WATCH` must look
     /// at them all.
     pub fn touches_every_key(&self) -> bool {
-        matches!(self, KvCommand::FlushAll)
+        match self {
+            KvCommand::FlushAll => true,
+            KvCommand::Exec { ops } => ops
+                .iter()
+                .any(|op| matches!(op, TxOp::Write(c) if c.touches_every_key())),
+            _ => false,
+        }
     }
 
     /// The keys this command may change (for a state digest, and for
@@ -208,6 +226,13 @@ impl KvCommand {
             KvCommand::Rename { key, new_key, .. } => vec![key, new_key],
             // Every key: see `touches_every_key`.
             KvCommand::FlushAll => Vec::new(),
+            KvCommand::Exec { ops } => ops
+                .iter()
+                .flat_map(|op| match op {
+                    TxOp::Write(c) => c.keys(),
+                    TxOp::Read(_) => Vec::new(),
+                })
+                .collect(),
             KvCommand::Del { keys } => keys.iter().map(Vec::as_slice).collect(),
             KvCommand::MSet { pairs } | KvCommand::MSetNx { pairs } => {
                 pairs.iter().map(|(k, _)| k.as_slice()).collect()
@@ -276,6 +301,8 @@ pub enum KvOutput {
     // New variants go last (see `KvCommand`).
     /// A status reply (`+string`, `TYPE`'s answer).
     Status(String),
+    /// `EXEC`'s answer: one output per queued command.
+    Multi(Vec<KvOutput>),
 }
 
 pub const NO_SUCH_KEY: &str = "ERR no such key";
@@ -456,6 +483,14 @@ impl KvStore {
                 self.map = imbl::HashMap::new();
                 KvOutput::Ok
             }
+            KvCommand::Exec { ops } => KvOutput::Multi(
+                ops.into_iter()
+                    .map(|op| match op {
+                        TxOp::Write(c) => self.execute(c),
+                        TxOp::Read(q) => self.query(&q),
+                    })
+                    .collect(),
+            ),
         }
     }
 
@@ -1217,5 +1252,38 @@ mod tests {
         assert_eq!(run(&mut kv, KvCommand::FlushAll), KvOutput::Ok);
         assert!(kv.is_empty());
         assert_eq!(kv.query(&KvQuery::RandomKey { seed: 7 }), KvOutput::Nil);
+    }
+
+    #[test]
+    fn exec_applies_its_commands_in_order_in_one_entry() {
+        let mut kv = KvStore::new();
+        let exec = KvCommand::Exec {
+            ops: vec![
+                TxOp::Write(KvCommand::Set {
+                    key: b("t"),
+                    value: b("x"),
+                }),
+                TxOp::Write(KvCommand::IncrBy { key: b("t"), by: 1 }),
+                TxOp::Read(KvQuery::Get { key: b("t") }),
+                TxOp::Write(KvCommand::Del { keys: vec![b("u")] }),
+            ],
+        };
+        assert_eq!(exec.keys(), vec![&b"t"[..], &b"t"[..], &b"u"[..]]);
+        assert!(!exec.touches_every_key());
+        // A command that fails inside answers its error; the others run
+        // (Redis' EXEC semantics: no rollback).
+        assert_eq!(
+            run(&mut kv, exec),
+            KvOutput::Multi(vec![
+                KvOutput::Ok,
+                KvOutput::Error(NOT_AN_INTEGER.to_string()),
+                KvOutput::Value(b("x")),
+                KvOutput::Integer(0),
+            ])
+        );
+        let flush = KvCommand::Exec {
+            ops: vec![TxOp::Write(KvCommand::FlushAll)],
+        };
+        assert!(flush.touches_every_key());
     }
 }

@@ -1,5 +1,6 @@
 //! Commands about the connection itself: PING, ECHO, HELLO, QUIT, SELECT,
-//! CLIENT. Answered by this node; nothing is replicated.
+//! CLIENT, and the transaction's MULTI, EXEC, DISCARD (the connection
+//! queues; EXEC is one log entry). Answered by this node otherwise.
 
 use bytes::Bytes;
 
@@ -47,6 +48,17 @@ pub(super) fn classify(
             Action::Local(LocalCommand::Hello(proto))
         }
         "QUIT" => Action::Local(LocalCommand::Quit),
+        "MULTI" => Action::Local(LocalCommand::Multi),
+        "EXEC" => Action::Local(LocalCommand::Exec),
+        "DISCARD" => Action::Local(LocalCommand::Discard),
+        // Optimistic locking needs a version per key, checked when EXEC is
+        // applied; until then WATCH says so rather than pretend.
+        "WATCH" => {
+            return Err(Action::Reply(Reply::error(
+                "ERR WATCH is not supported yet (MULTI/EXEC without WATCH is)",
+            )))
+        }
+        "UNWATCH" => Action::Local(LocalCommand::Ok),
         "SELECT" => {
             arity(name, argc == 2)?;
             if parse_i64(&args[1]) == Some(0) {

@@ -74,6 +74,11 @@ pub enum LocalCommand {
     RaftSnapshot,
     Quit,
     ConfigGet(Vec<Bytes>),
+    /// `MULTI`, `EXEC`, `DISCARD`: the connection queues commands and
+    /// sends them as one log entry (`KvCommand::Exec`).
+    Multi,
+    Exec,
+    Discard,
     Ok,
 }
 

@@ -3,6 +3,7 @@
 
 use super::execute::{execute, Pending};
 use super::*;
+use crate::kv::{KvCommand, TxOp};
 
 pub(super) async fn accept_clients(listener: TcpListener, shared: Arc<Shared>) {
     loop {
@@ -34,6 +35,7 @@ async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
         id: conn_id,
         protocol: Protocol::Resp2,
         out: BytesMut::with_capacity(16 << 10),
+        tx: None,
     };
     let mut buf = BytesMut::with_capacity(16 << 10);
     // Remembers how far into a half-arrived command it got, so a large
@@ -78,6 +80,22 @@ struct Connection {
     id: u64,
     protocol: Protocol,
     out: BytesMut,
+    /// Between `MULTI` and `EXEC`/`DISCARD`: what is queued.
+    tx: Option<Transaction>,
+}
+
+/// A transaction being queued (`MULTI`): the commands for the store, in
+/// order, and where each answer of `EXEC`'s array comes from.
+#[derive(Default)]
+struct Transaction {
+    ops: Vec<TxOp>,
+    /// One per queued command: the index of its output among the store's,
+    /// or a reply known at queueing time (`PING` inside `MULTI`).
+    slots: Vec<Result<usize, Reply>>,
+    /// The request bytes of the queued commands (the entry's size bound).
+    bytes: usize,
+    /// A command was refused while queueing: `EXEC` answers `EXECABORT`.
+    failed: bool,
 }
 
 impl Connection {
@@ -96,7 +114,25 @@ impl Connection {
                 .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
                 .unwrap_or_default();
             let size = request_size(&args);
-            match classify_sized(&args, size, &self.shared.data_limits) {
+            let action = classify_sized(&args, size, &self.shared.data_limits);
+            if let Action::Local(LocalCommand::Multi) = action {
+                self.flush(batch.take(), &mut names).await;
+                let reply = if self.tx.is_some() {
+                    Reply::error("ERR MULTI calls can not be nested")
+                } else {
+                    self.tx = Some(Transaction::default());
+                    Reply::ok()
+                };
+                self.reply(&reply);
+                continue;
+            }
+            if self.tx.is_some() {
+                if self.queue(&name, action, size).await {
+                    return true;
+                }
+                continue;
+            }
+            match action {
                 Action::Write(c) => {
                     let item = Batch::Writes(vec![c]);
                     if let Some(full) = batch.add(item, size) {
@@ -162,6 +198,134 @@ impl Connection {
         }
         self.flush(batch.take(), &mut names).await;
         false
+    }
+
+    /// Inside `MULTI`: queues the command, or runs `EXEC` / `DISCARD`.
+    /// Returns true after `QUIT`.
+    async fn queue(&mut self, name: &str, action: Action, size: usize) -> bool {
+        let Some(tx) = self.tx.as_mut() else {
+            return false;
+        };
+        if name == "watch" {
+            // As Redis: refused, and the transaction goes on.
+            self.reply(&Reply::error("ERR WATCH inside MULTI is not allowed"));
+            return false;
+        }
+        let reply = match action {
+            Action::Local(LocalCommand::Exec) => {
+                let tx = self.tx.take().unwrap_or_default();
+                let reply = self.exec(tx).await;
+                self.reply(&reply);
+                return false;
+            }
+            Action::Local(LocalCommand::Discard) => {
+                self.tx = None;
+                Reply::ok()
+            }
+            Action::Local(LocalCommand::Quit) => {
+                self.tx = None;
+                self.reply(&Reply::ok());
+                return true;
+            }
+            Action::Write(c) => {
+                tx.slots.push(Ok(tx.ops.len()));
+                tx.ops.push(TxOp::Write(c));
+                tx.bytes += size;
+                Reply::Simple("QUEUED".into())
+            }
+            Action::Read(q) => {
+                tx.slots.push(Ok(tx.ops.len()));
+                tx.ops.push(TxOp::Read(q));
+                tx.bytes += size;
+                Reply::Simple("QUEUED".into())
+            }
+            Action::Local(LocalCommand::Ping(m)) => {
+                tx.slots
+                    .push(Err(m.map_or(Reply::Simple("PONG".into()), Reply::Bulk)));
+                Reply::Simple("QUEUED".into())
+            }
+            Action::Local(LocalCommand::Echo(m)) => {
+                tx.slots.push(Err(Reply::Bulk(m)));
+                Reply::Simple("QUEUED".into())
+            }
+            Action::Reply(Reply::Error(e)) => {
+                tx.failed = true;
+                Reply::Error(e)
+            }
+            Action::Reply(r) => {
+                tx.slots.push(Err(r));
+                Reply::Simple("QUEUED".into())
+            }
+            Action::Ignore => return false,
+            // What depends on this node rather than on the data (INFO,
+            // HELLO, RAFT.*, administration) does not go into a
+            // transaction.
+            Action::Local(_) | Action::Admin(_) => {
+                tx.failed = true;
+                Reply::error(format!(
+                    "ERR '{name}' is not allowed inside a transaction in raftkv"
+                ))
+            }
+        };
+        self.reply(&reply);
+        false
+    }
+
+    /// `EXEC`: the queued commands as one log entry (`KvCommand::Exec`),
+    /// applied atomically on every replica; the answer is one reply per
+    /// queued command.
+    async fn exec(&mut self, tx: Transaction) -> Reply {
+        let started = Instant::now();
+        if tx.failed {
+            return Reply::Error(
+                "EXECABORT Transaction discarded because of previous errors.".into(),
+            );
+        }
+        let mut outputs = Vec::new();
+        if !tx.ops.is_empty() {
+            if let Some(refusal) = self.shared.not_a_member() {
+                return Reply::Error(refusal.into());
+            }
+            let limit = self.shared.data_limits.max_request_bytes;
+            if tx.bytes > limit {
+                return Reply::error(format!(
+                    "ERR transaction too large ({} bytes, limit {limit}; see --max-request-bytes)",
+                    tx.bytes
+                ));
+            }
+            let batch = Batch::Writes(vec![KvCommand::Exec { ops: tx.ops }]);
+            let outcome = execute(&self.shared, batch, tx.bytes)
+                .await
+                .into_iter()
+                .next()
+                .unwrap_or(Outcome::NotApplied);
+            match outcome {
+                Outcome::Done(KvOutput::Multi(outs)) => outputs = outs,
+                other => {
+                    let r = outcome_reply(other, false);
+                    self.shared
+                        .metrics
+                        .observe_request("exec", started.elapsed(), true);
+                    return r;
+                }
+            }
+        }
+        let mut outputs = outputs.into_iter().map(Some).collect::<Vec<_>>();
+        let replies = tx
+            .slots
+            .into_iter()
+            .map(|slot| match slot {
+                Ok(i) => outputs
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .map_or_else(|| Reply::error("ERR internal: missing output"), kv_reply),
+                Err(r) => r,
+            })
+            .collect();
+        self.shared
+            .metrics
+            .observe_request("exec", started.elapsed(), false);
+        Reply::Array(replies)
     }
 
     /// Runs `batch` (with the request size of its commands); `names` are its
@@ -241,6 +405,10 @@ impl Connection {
                 self.reply(&Reply::ok());
                 return true;
             }
+            // Outside MULTI (inside, `queue` takes them).
+            LocalCommand::Exec => Reply::error("ERR EXEC without MULTI"),
+            LocalCommand::Discard => Reply::error("ERR DISCARD without MULTI"),
+            LocalCommand::Multi => Reply::error("ERR internal: MULTI misrouted"),
             LocalCommand::ConfigGet(params) => {
                 let known = [("save", ""), ("appendonly", "yes")];
                 let mut pairs = Vec::new();
@@ -292,5 +460,6 @@ fn kv_reply(out: KvOutput) -> Reply {
         ),
         KvOutput::Error(e) => Reply::Error(e),
         KvOutput::Status(s) => Reply::Simple(s),
+        KvOutput::Multi(outs) => Reply::Array(outs.into_iter().map(kv_reply).collect()),
     }
 }

@@ -283,6 +283,44 @@ fn replies_and_errors_match_redis_server() {
         ours.cmd(&["RANDOMKEY"]).expect("RANDOMKEY"),
         Resp::Bulk(b"ref:only".to_vec())
     );
+    // Transactions: MULTI / EXEC / DISCARD, queueing errors, runtime errors
+    // inside EXEC, reads inside the transaction, PING.
+    let tx: &[&[&str]] = &[
+        &["MULTI"],
+        &["MULTI"],
+        &["SET", "ref:tx", "1"],
+        &["GET", "ref:tx"],
+        &["FOO"],
+        &["EXEC"],
+        &["EXEC"],
+        &["DISCARD"],
+        &["MULTI"],
+        &["DISCARD"],
+        &["MULTI"],
+        &["EXEC"],
+        &["MULTI"],
+        &["SET", "ref:tx", "x"],
+        &["INCR", "ref:tx"],
+        &["GET", "ref:tx"],
+        &["PING"],
+        &["MSET", "ref:tx1", "a", "ref:tx2", "b"],
+        &["MGET", "ref:tx1", "ref:tx2"],
+        &["DEL", "ref:tx1"],
+        &["EXEC"],
+        &["MULTI"],
+        &["GET"],
+        &["EXEC"],
+        &["MULTI"],
+        &["WATCH", "ref:tx"],
+        &["SET", "ref:tx", "y"],
+        &["EXEC"],
+        &["GET", "ref:tx"],
+    ];
+    for req in tx {
+        let a = ours.cmd(req).expect("ours");
+        let b = theirs.cmd(req).expect("theirs");
+        assert_eq!(a, b, "{req:?}");
+    }
     // DELIFEQ (ours, not in Redis 7): the safe unlock of a SET NX lock,
     // through the follower.
     assert_eq!(
