@@ -149,7 +149,7 @@ fn canonical_image(kv: &KvStore) -> Vec<u8> {
             .write_to(&mut image)
             .expect("writing to a Vec cannot fail");
     }
-    let Some(mut pairs) = parse_image(&image) else {
+    let Some((mut pairs, rest)) = parse_image(&image) else {
         return image;
     };
     pairs.sort_unstable();
@@ -161,6 +161,8 @@ fn canonical_image(kv: &KvStore) -> Vec<u8> {
         out.extend_from_slice(&(v.len() as u32).to_le_bytes());
         out.extend_from_slice(v);
     }
+    // The trailer (the store's clock) as it was.
+    out.extend_from_slice(rest);
     out
 }
 
@@ -176,6 +178,7 @@ pub fn state_digest(kv: &KvStore) -> u64 {
             .expect("writing to a Vec cannot fail");
     }
     parse_image(&image)
+        .map(|(pairs, _)| pairs)
         .unwrap_or_default()
         .into_iter()
         .fold(0u64, |d, (k, v)| d.wrapping_add(pair_digest(k, Some(v))))
@@ -239,7 +242,8 @@ impl DigestUpdate {
 
 /// The pairs of a `KvStore` image (`count u64`, then per pair
 /// `key_len u32, key, value_len u32, value`).
-fn parse_image(image: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+/// Returns the pairs and what follows them (the trailer).
+fn parse_image(image: &[u8]) -> Option<Pairs<'_>> {
     let mut at = 0usize;
     let mut take = |n: usize| {
         let s = image.get(at..at + n)?;
@@ -255,8 +259,10 @@ fn parse_image(image: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
         let v = take(vlen)?;
         pairs.push((k, v));
     }
-    Some(pairs)
+    Some((pairs, image.get(at..).unwrap_or_default()))
 }
+
+type Pairs<'a> = (Vec<(&'a [u8], &'a [u8])>, &'a [u8]);
 
 /// Where in snapshotting or installing a node can be crashed. The nemesis
 /// crashes at each with a small probability (with `snapshot` and a node

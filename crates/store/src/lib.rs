@@ -174,6 +174,28 @@ pub enum KvCommand {
     /// one after the other in one entry, so nothing else runs between them
     /// on any replica; the answer is each command's output, in order.
     Exec { ops: Vec<TxOp> },
+    /// A command stamped with the leader's wall clock when it proposed it
+    /// (Unix ms; [`encode_stamped`]). Applying it first moves the store's
+    /// clock ([`KvStore::clock_ms`]) to the stamp, never back: time as the
+    /// log carries it, the same on every replica and in every replay,
+    /// which is what expiry will be decided against.
+    At {
+        now_ms: u64,
+        command: Box<KvCommand>,
+    },
+}
+
+/// `KvCommand::At`'s place among the variants (postcard writes a variant
+/// as its index, a varint).
+const AT_VARIANT: u32 = 15;
+
+/// The log bytes of `KvCommand::At { now_ms, command }`, written without
+/// copying `command` into a `Box` first (the leader stamps every write).
+pub fn encode_stamped(command: &KvCommand, now_ms: u64) -> Vec<u8> {
+    // Serialising these plain values into a Vec cannot fail.
+    let out = postcard::to_allocvec(&AT_VARIANT).unwrap_or_default();
+    let out = postcard::to_extend(&now_ms, out).unwrap_or_default();
+    postcard::to_extend(command, out).unwrap_or_default()
 }
 
 /// One command queued in a transaction.
@@ -203,6 +225,7 @@ impl KvCommand {
     pub fn touches_every_key(&self) -> bool {
         match self {
             KvCommand::FlushAll => true,
+            KvCommand::At { command, .. } => command.touches_every_key(),
             KvCommand::Exec { ops } => ops
                 .iter()
                 .any(|op| matches!(op, TxOp::Write(c) if c.touches_every_key())),
@@ -226,6 +249,7 @@ impl KvCommand {
             KvCommand::Rename { key, new_key, .. } => vec![key, new_key],
             // Every key: see `touches_every_key`.
             KvCommand::FlushAll => Vec::new(),
+            KvCommand::At { command, .. } => command.keys(),
             KvCommand::Exec { ops } => ops
                 .iter()
                 .flat_map(|op| match op {
@@ -320,6 +344,10 @@ pub const OVERFLOW: &str = "ERR increment or decrement would overflow";
 #[derive(Debug, Default, Clone)]
 pub struct KvStore {
     map: imbl::HashMap<Bytes, Bytes>,
+    /// The latest time a leader stamped on an applied entry (Unix ms; 0
+    /// before any). It never goes back, even if a new leader's clock is
+    /// behind the old one's.
+    clock_ms: u64,
 }
 
 impl KvStore {
@@ -333,6 +361,11 @@ impl KvStore {
 
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+
+    /// The store's clock: see [`KvCommand::At`].
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -482,6 +515,10 @@ impl KvStore {
             KvCommand::FlushAll => {
                 self.map = imbl::HashMap::new();
                 KvOutput::Ok
+            }
+            KvCommand::At { now_ms, command } => {
+                self.clock_ms = self.clock_ms.max(now_ms);
+                self.execute(*command)
             }
             KvCommand::Exec { ops } => KvOutput::Multi(
                 ops.into_iter()
@@ -726,11 +763,11 @@ impl StateMachine for KvStore {
 
     fn snapshot(&self) -> Option<Box<dyn SnapshotWriter>> {
         // O(1): the clone shares the trie; later applies copy what they touch.
-        Some(Box::new(KvImage(self.map.clone())))
+        Some(Box::new(KvImage(self.map.clone(), self.clock_ms)))
     }
 
     fn restore(&mut self, image: &mut dyn Read) -> std::io::Result<()> {
-        self.map = read_image(image)?;
+        (self.map, self.clock_ms) = read_image(image)?;
         Ok(())
     }
 }
@@ -738,7 +775,14 @@ impl StateMachine for KvStore {
 /// A point-in-time copy of the map, written as:
 /// `count u64`, then per pair `key_len u32, key, value_len u32, value`
 /// (little-endian). The snapshot file around it carries the checksum.
-struct KvImage(imbl::HashMap<Bytes, Bytes>);
+///
+/// then the trailer: `IMAGE_TRAILER` (4 bytes), `clock_ms u64`. An image
+/// written before the trailer existed ends after the pairs, and reads as
+/// clock 0.
+struct KvImage(imbl::HashMap<Bytes, Bytes>, u64);
+
+/// Marks the trailer after the pairs ("KvT1").
+const IMAGE_TRAILER: [u8; 4] = *b"KvT1";
 
 impl SnapshotWriter for KvImage {
     fn write_to(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -750,6 +794,8 @@ impl SnapshotWriter for KvImage {
             out.write_all(&(v.len() as u32).to_le_bytes())?;
             out.write_all(v)?;
         }
+        out.write_all(&IMAGE_TRAILER)?;
+        out.write_all(&self.1.to_le_bytes())?;
         out.flush()
     }
 }
@@ -758,7 +804,7 @@ impl SnapshotWriter for KvImage {
 /// anything bigger means the image is damaged).
 const MAX_IMAGE_ITEM: u32 = 1 << 30;
 
-fn read_image(image: &mut dyn Read) -> std::io::Result<imbl::HashMap<Bytes, Bytes>> {
+fn read_image(image: &mut dyn Read) -> std::io::Result<(imbl::HashMap<Bytes, Bytes>, u64)> {
     let mut input = std::io::BufReader::with_capacity(1 << 16, image);
     let mut n8 = [0u8; 8];
     input.read_exact(&mut n8)?;
@@ -769,7 +815,34 @@ fn read_image(image: &mut dyn Read) -> std::io::Result<imbl::HashMap<Bytes, Byte
         let value = read_item(&mut input)?;
         map.insert(key, value);
     }
-    Ok(map)
+    // The trailer, or the end of an image from before it.
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut input, &mut magic)?;
+    if got == 0 {
+        return Ok((map, 0));
+    }
+    if got < magic.len() || magic != IMAGE_TRAILER {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "snapshot image: unexpected bytes after the pairs",
+        ));
+    }
+    input.read_exact(&mut n8)?;
+    Ok((map, u64::from_le_bytes(n8)))
+}
+
+/// Reads until `buf` is full or the input ends; how many bytes it got.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn read_item(input: &mut impl Read) -> std::io::Result<Bytes> {
@@ -1285,5 +1358,68 @@ mod tests {
             ops: vec![TxOp::Write(KvCommand::FlushAll)],
         };
         assert!(flush.touches_every_key());
+    }
+
+    #[test]
+    fn a_stamped_command_moves_the_clock_forward_never_back() {
+        let mut kv = KvStore::new();
+        let set = KvCommand::Set {
+            key: b("k"),
+            value: b("v"),
+        };
+        // The hand-made encoding is the derived one.
+        let stamped = KvCommand::At {
+            now_ms: 1_700_000_000_123,
+            command: Box::new(set.clone()),
+        };
+        assert_eq!(
+            encode_stamped(&set, 1_700_000_000_123),
+            encode_command(&stamped)
+        );
+        assert_eq!(stamped.keys(), vec![&b"k"[..]]);
+        assert_eq!(
+            StateMachine::apply(&mut kv, 1, &encode_stamped(&set, 2_000)),
+            KvOutput::Ok
+        );
+        assert_eq!((kv.clock_ms(), get(&kv, "k")), (2_000, Some(b("v"))));
+        // A new leader whose clock is behind: time does not go back.
+        StateMachine::apply(&mut kv, 2, &encode_stamped(&set, 1_500));
+        assert_eq!(kv.clock_ms(), 2_000);
+        // An unstamped command (an old entry) leaves it alone.
+        StateMachine::apply(&mut kv, 3, &encode_command(&set));
+        assert_eq!(kv.clock_ms(), 2_000);
+    }
+
+    #[test]
+    fn the_clock_survives_a_snapshot_and_an_old_image_reads_as_clock_zero() {
+        let mut kv = KvStore::new();
+        let set = KvCommand::Set {
+            key: b("k"),
+            value: b("v"),
+        };
+        StateMachine::apply(&mut kv, 1, &encode_stamped(&set, 42_000));
+        let mut image = Vec::new();
+        StateMachine::snapshot(&kv)
+            .expect("supported")
+            .write_to(&mut image)
+            .expect("write");
+        let mut restored = KvStore::new();
+        StateMachine::restore(&mut restored, &mut image.as_slice()).expect("restore");
+        assert_eq!(
+            (restored.clock_ms(), get(&restored, "k")),
+            (42_000, Some(b("v")))
+        );
+        // Without the trailer: an image from before it.
+        let old = &image[..image.len() - 12];
+        let mut restored = KvStore::new();
+        StateMachine::restore(&mut restored, &mut &old[..]).expect("restore an old image");
+        assert_eq!(
+            (restored.clock_ms(), get(&restored, "k")),
+            (0, Some(b("v")))
+        );
+        // Anything else after the pairs is damage.
+        let mut bad = old.to_vec();
+        bad.extend_from_slice(b"junk");
+        assert!(StateMachine::restore(&mut KvStore::new(), &mut bad.as_slice()).is_err());
     }
 }

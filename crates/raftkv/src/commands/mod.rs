@@ -407,7 +407,9 @@ mod tests {
             let encoded = match classify(req, &DataLimits::default()) {
                 Action::Write(c) => {
                     total += size;
-                    let len = crate::kv::encode_command(&c).len();
+                    // As the leader proposes it: stamped (`KvCommand::At`),
+                    // with the largest stamp there could be.
+                    let len = crate::kv::encode_stamped(&c, u64::MAX).len();
                     writes.push(c);
                     len
                 }

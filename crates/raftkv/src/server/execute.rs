@@ -116,6 +116,13 @@ pub(super) async fn execute(shared: &Shared, batch: Batch, bytes: usize) -> Vec<
     }
 }
 
+/// This node's wall clock, Unix ms (0 if the clock is before 1970).
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Proposes (or reads) on this node. `None` when this node turned out not to
 /// lead for any of the commands (nothing was proposed).
 async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Option<Vec<Outcome>> {
@@ -125,10 +132,13 @@ async fn run_locally(shared: &Shared, batch: &Batch, deadline: Instant) -> Optio
     let mut receivers = Vec::with_capacity(batch.len());
     match batch {
         Batch::Writes(cmds) => {
+            // Every write carries this leader's clock (`KvCommand::At`):
+            // the time replicas and replays agree on.
+            let now_ms = wall_clock_ms();
             for c in cmds {
                 let rx = tokio::time::timeout_at(
                     deadline,
-                    shared.handle.enqueue_submit(encode_command(c)),
+                    shared.handle.enqueue_submit(encode_stamped(c, now_ms)),
                 )
                 .await;
                 receivers.push(rx.ok().and_then(Result::ok));

@@ -30,7 +30,7 @@ use crate::commands::{classify_sized, Action, DataLimits, LocalCommand};
 use crate::config::{ClusterMeta, ServerConfig};
 use crate::forward::{self, Batch, ForwardReply, Outcome};
 use crate::identity::NodeIdentity;
-use crate::kv::{encode_command, encode_query, KvOutput, KvStore};
+use crate::kv::{encode_query, encode_stamped, KvOutput, KvStore};
 use crate::limits::{self, request_size};
 use crate::metrics::Metrics;
 use crate::peer::{self, ForwardError, IncomingForward, PeerConfig, TcpTransport};

@@ -22,7 +22,7 @@ use super::{durably_covers, fmt_vote, Event, World};
 use crate::checker::ViolationKind;
 use crate::client::Outcome;
 use crate::trace::fmt_message;
-use raftkv_store::{encode_command, encode_query, KvOutput, KvQuery};
+use raftkv_store::{encode_query, encode_stamped, KvOutput, KvQuery};
 
 /// The driver of one simulated node: the real one, over the KV store. Its
 /// waiters are operation numbers in the history.
@@ -414,6 +414,7 @@ impl World {
     /// A client's operation reaches node `x`'s driver.
     pub(super) fn submit_to_driver(&mut self, x: usize, op: usize) {
         let committed = self.inv.committed_len();
+        let now_ms = self.now / 1000;
         let command = self.history[op].op.command();
         let key = self.history[op].op.key().to_vec();
         let node = &mut self.nodes[x];
@@ -430,7 +431,9 @@ impl World {
                 self.stats.lease_reads += driver.core().lease_reads_served() - before;
             }
             Some(cmd) => {
-                if let Some(at) = driver.propose(encode_command(&cmd), op) {
+                // Stamped with the virtual clock, as a leader stamps its
+                // wall clock (`KvCommand::At`).
+                if let Some(at) = driver.propose(encode_stamped(&cmd, now_ms), op) {
                     self.history[op].proposed_at = Some(at);
                 }
             }
