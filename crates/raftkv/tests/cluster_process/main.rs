@@ -16,6 +16,7 @@ mod conditional_set;
 mod full_restart;
 mod http;
 mod leader_kill;
+mod logs;
 mod membership;
 mod no_quorum;
 mod pipelining;

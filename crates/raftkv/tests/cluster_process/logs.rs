@@ -1,0 +1,28 @@
+//! Logs written to a file carry no ANSI escape codes (issue 17): every
+//! node's stderr here is a file, as under `raftkv up`, systemd or a log
+//! shipper.
+
+use super::*;
+
+#[test]
+fn a_log_written_to_a_file_has_no_escape_codes() {
+    let c = Cluster::start();
+    let leader = c.wait_for_leader(secs(5));
+    let mut con = c.redis(leader);
+    let _: String = q(&mut con, &["SET", "logs", "plain"]);
+    for n in &c.nodes {
+        let text = std::fs::read(&n.log).expect("read the node's log");
+        assert!(
+            String::from_utf8_lossy(&text).contains("INFO"),
+            "node {} logged nothing useful:\n{}",
+            n.id,
+            String::from_utf8_lossy(&text)
+        );
+        assert!(
+            !text.contains(&0x1b),
+            "node {}'s log has escape codes:\n{}",
+            n.id,
+            String::from_utf8_lossy(&text)
+        );
+    }
+}
