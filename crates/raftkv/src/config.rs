@@ -53,6 +53,18 @@ pub struct FileSettings {
     pub snapshot_entries: Option<u64>,
     pub snapshots_keep: Option<usize>,
     pub lease_reads: Option<bool>,
+    /// `text` (default) or `json`: one JSON object per log line, for log
+    /// shippers.
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 impl FileSettings {
@@ -87,6 +99,7 @@ impl FileSettings {
             snapshot_entries: self.snapshot_entries.or(file.snapshot_entries),
             snapshots_keep: self.snapshots_keep.or(file.snapshots_keep),
             lease_reads: self.lease_reads.or(file.lease_reads),
+            log_format: self.log_format.or(file.log_format),
         }
     }
 }
@@ -460,6 +473,13 @@ pub fn write_atomically(dir: &Path, name: &str, data: &[u8]) -> std::io::Result<
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_format_reads_from_toml_and_refuses_unknown_formats() {
+        let s: FileSettings = toml::from_str("log_format = \"json\"").expect("parse");
+        assert_eq!(s.log_format, Some(LogFormat::Json));
+        assert!(toml::from_str::<FileSettings>("log_format = \"xml\"").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use raftkv::config::{FileSettings, ServerConfig};
+use raftkv::config::{FileSettings, LogFormat, ServerConfig};
 
 /// mimalloc instead of glibc's malloc: a server allocates and frees small
 /// buffers for every request (RESP arguments, log entries, messages, map
@@ -104,6 +104,9 @@ struct ServerArgs {
     /// about a minimum election timeout. Give it to every node.
     #[arg(long)]
     lease_reads: bool,
+    /// Log lines as `text` (default) or `json` (one object per line).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
 }
 
 impl ServerArgs {
@@ -126,6 +129,7 @@ impl ServerArgs {
             snapshot_entries: self.snapshot_entries,
             snapshots_keep: self.snapshots_keep,
             lease_reads: self.lease_reads.then_some(true),
+            log_format: self.log_format,
         };
         match &self.config {
             Some(path) => Ok(flags.or(FileSettings::load(path)?)),
@@ -134,7 +138,7 @@ impl ServerArgs {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only for a person at a terminal: a log written to a file or a
@@ -142,11 +146,13 @@ fn init_logging() {
     // text. NO_COLOR (no-color.org) turns them off at a terminal too.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
         && std::env::var_os("NO_COLOR").is_none();
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(ansi).init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn main() -> ExitCode {
@@ -157,7 +163,23 @@ fn main() -> ExitCode {
         Command::Sim(args) => return raftkv_sim::cli::run(args),
         other => Cli { command: other },
     };
-    init_logging();
+    // The server's settings first: they say how to log.
+    let (command, server_settings) = match cli.command {
+        Command::Server(args) => match args.settings() {
+            Ok(s) => (None, Some(s)),
+            Err(e) => {
+                eprintln!("raftkv: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        other => (Some(other), None),
+    };
+    init_logging(
+        server_settings
+            .as_ref()
+            .and_then(|s| s.log_format)
+            .unwrap_or_default(),
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -168,18 +190,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = match cli.command {
-        Command::Server(args) => runtime.block_on(async {
-            let config = ServerConfig::from_settings(args.settings()?)?;
+    let result = match (command, server_settings) {
+        (_, Some(settings)) => runtime.block_on(async {
+            let config = ServerConfig::from_settings(settings)?;
             raftkv::server::run(config, shutdown_signal()).await
         }),
-        Command::Up(args) => runtime.block_on(raftkv::up::run(args, shutdown_signal())),
-        Command::Sim(_) => Ok(()),
-        Command::Bench(args) => runtime.block_on(async {
+        (Some(Command::Up(args)), _) => runtime.block_on(raftkv::up::run(args, shutdown_signal())),
+        (Some(Command::Bench(args)), _) => runtime.block_on(async {
             raftkv::bench::run(args).await.map_err(|e| {
                 raftkv::server::RunError::Config(raftkv::config::ConfigError::Invalid(e))
             })
         }),
+        _ => Ok(()),
     };
     // Do not wait for lingering connection tasks.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -26,3 +26,31 @@ fn a_log_written_to_a_file_has_no_escape_codes() {
         );
     }
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let c = Cluster::start_with(
+        3,
+        Opts {
+            extra: vec!["--log-format".into(), "json".into()],
+            ..Opts::default()
+        },
+    );
+    let leader = c.wait_for_leader(secs(5));
+    let mut con = c.redis(leader);
+    let _: String = q(&mut con, &["SET", "logs", "json"]);
+    for n in &c.nodes {
+        let text = std::fs::read_to_string(&n.log).expect("read the node's log");
+        let mut lines = 0;
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("node {}: not JSON ({e}): {line}", n.id));
+            assert!(
+                v.get("level").is_some() && v.get("fields").is_some(),
+                "{line}"
+            );
+            lines += 1;
+        }
+        assert!(lines > 0, "node {} logged nothing", n.id);
+    }
+}
