@@ -56,6 +56,8 @@ pub struct FileSettings {
     /// `text` (default) or `json`: one JSON object per log line, for log
     /// shippers.
     pub log_format: Option<LogFormat>,
+    /// Redis' `timeout`: close a client idle this many seconds (0: never).
+    pub timeout: Option<u64>,
 }
 
 /// How log lines are written.
@@ -100,6 +102,7 @@ impl FileSettings {
             snapshots_keep: self.snapshots_keep.or(file.snapshots_keep),
             lease_reads: self.lease_reads.or(file.lease_reads),
             log_format: self.log_format.or(file.log_format),
+            timeout: self.timeout.or(file.timeout),
         }
     }
 }
@@ -126,6 +129,8 @@ pub struct ServerConfig {
     /// The most one request may take, all its arguments together
     /// (`limits::request_size`); always below what one peer frame carries.
     pub max_request_bytes: usize,
+    /// Close a client connection idle this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -288,6 +293,7 @@ impl ServerConfig {
             max_key_bytes: s.max_key_bytes.unwrap_or(64 << 10),
             max_value_bytes: s.max_value_bytes.unwrap_or(1 << 20),
             max_request_bytes,
+            idle_timeout: s.timeout.filter(|&secs| secs > 0).map(Duration::from_secs),
         })
     }
 }

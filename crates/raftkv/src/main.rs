@@ -107,6 +107,10 @@ struct ServerArgs {
     /// Log lines as `text` (default) or `json` (one object per line).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Close a client connection idle this many seconds (Redis' `timeout`;
+    /// default 0: never).
+    #[arg(long)]
+    timeout: Option<u64>,
 }
 
 impl ServerArgs {
@@ -130,6 +134,7 @@ impl ServerArgs {
             snapshots_keep: self.snapshots_keep,
             lease_reads: self.lease_reads.then_some(true),
             log_format: self.log_format,
+            timeout: self.timeout,
         };
         match &self.config {
             Some(path) => Ok(flags.or(FileSettings::load(path)?)),

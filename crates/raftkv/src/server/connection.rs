@@ -55,7 +55,16 @@ async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
             }
         }
         if commands.is_empty() && fatal.is_none() {
-            match stream.read_buf(&mut buf).await {
+            let read = stream.read_buf(&mut buf);
+            let read = match conn.shared.idle_timeout {
+                // Redis' `timeout`: an idle client is closed, silently.
+                Some(idle) => match tokio::time::timeout(idle, read).await {
+                    Ok(r) => r,
+                    Err(_) => return,
+                },
+                None => read.await,
+            };
+            match read {
                 Ok(0) | Err(_) => return,
                 Ok(_) => continue,
             }

@@ -74,6 +74,8 @@ pub struct Shared {
     pub data_limits: DataLimits,
     pub resp_limits: resp::Limits,
     pub clients: Arc<Semaphore>,
+    /// Redis' `timeout`: an idle client is disconnected after this.
+    pub idle_timeout: Option<Duration>,
     pub metrics: Arc<Metrics>,
     max_clients_total: usize,
     next_conn_id: AtomicU64,
@@ -235,6 +237,7 @@ pub async fn run(
             ..resp::Limits::default()
         },
         clients: Arc::new(Semaphore::new(config.max_clients)),
+        idle_timeout: config.idle_timeout,
         metrics,
         max_clients_total: config.max_clients,
         next_conn_id: AtomicU64::new(1),

@@ -15,6 +15,7 @@ mod bad_input;
 mod conditional_set;
 mod full_restart;
 mod http;
+mod idle_clients;
 mod leader_kill;
 mod logs;
 mod membership;
