@@ -58,6 +58,8 @@ pub struct FileSettings {
     pub log_format: Option<LogFormat>,
     /// Redis' `timeout`: close a client idle this many seconds (0: never).
     pub timeout: Option<u64>,
+    /// Redis' `requirepass`: clients must `AUTH` with it first.
+    pub requirepass: Option<String>,
 }
 
 /// How log lines are written.
@@ -103,6 +105,7 @@ impl FileSettings {
             lease_reads: self.lease_reads.or(file.lease_reads),
             log_format: self.log_format.or(file.log_format),
             timeout: self.timeout.or(file.timeout),
+            requirepass: self.requirepass.or(file.requirepass),
         }
     }
 }
@@ -131,6 +134,8 @@ pub struct ServerConfig {
     pub max_request_bytes: usize,
     /// Close a client connection idle this long (`None`: never).
     pub idle_timeout: Option<Duration>,
+    /// The password of the default user (`AUTH`); `None`: none needed.
+    pub requirepass: Option<String>,
 }
 
 /// Parses `1=host:port,2=host:port`.
@@ -294,6 +299,7 @@ impl ServerConfig {
             max_value_bytes: s.max_value_bytes.unwrap_or(1 << 20),
             max_request_bytes,
             idle_timeout: s.timeout.filter(|&secs| secs > 0).map(Duration::from_secs),
+            requirepass: s.requirepass.filter(|p| !p.is_empty()),
         })
     }
 }

@@ -111,6 +111,9 @@ struct ServerArgs {
     /// default 0: never).
     #[arg(long)]
     timeout: Option<u64>,
+    /// Clients must `AUTH` with this password first (Redis' requirepass).
+    #[arg(long)]
+    requirepass: Option<String>,
 }
 
 impl ServerArgs {
@@ -135,6 +138,7 @@ impl ServerArgs {
             lease_reads: self.lease_reads.then_some(true),
             log_format: self.log_format,
             timeout: self.timeout,
+            requirepass: self.requirepass,
         };
         match &self.config {
             Some(path) => Ok(flags.or(FileSettings::load(path)?)),

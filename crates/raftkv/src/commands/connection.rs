@@ -44,10 +44,27 @@ pub(super) fn classify(
                     }
                 },
             };
-            // AUTH and SETNAME options are accepted and ignored (no ACLs here).
-            Action::Local(LocalCommand::Hello(proto))
+            // `AUTH user pass` authenticates; SETNAME is accepted and ignored.
+            let mut auth = None;
+            let mut i = 2;
+            while i < argc {
+                match upper(&args[i]).as_str() {
+                    "AUTH" if i + 2 < argc => {
+                        auth = Some((args[i + 1].clone(), args[i + 2].clone()));
+                        i += 3;
+                    }
+                    "SETNAME" if i + 1 < argc => i += 2,
+                    _ => return Err(syntax_error()),
+                }
+            }
+            Action::Local(LocalCommand::Hello(proto, auth))
         }
         "QUIT" => Action::Local(LocalCommand::Quit),
+        "AUTH" => match argc {
+            2 => Action::Local(LocalCommand::Auth(None, args[1].clone())),
+            3 => Action::Local(LocalCommand::Auth(Some(args[1].clone()), args[2].clone())),
+            _ => return Err(syntax_error()),
+        },
         "MULTI" => Action::Local(LocalCommand::Multi),
         "EXEC" => Action::Local(LocalCommand::Exec),
         "DISCARD" => Action::Local(LocalCommand::Discard),

@@ -67,8 +67,11 @@ pub enum Action {
 pub enum LocalCommand {
     Ping(Option<Bytes>),
     Echo(Bytes),
-    /// `HELLO [protover] ...`: `None` keeps the current protocol.
-    Hello(Option<u8>),
+    /// `HELLO [protover] [AUTH user pass] ...`: `None` keeps the current
+    /// protocol.
+    Hello(Option<u8>, Option<(Bytes, Bytes)>),
+    /// `AUTH [user] password`.
+    Auth(Option<Bytes>, Bytes),
     Info(Option<String>),
     RaftInfo,
     RaftSnapshot,
@@ -432,7 +435,7 @@ mod tests {
         assert_eq!(classify_str("SELECT 0"), Action::Local(LocalCommand::Ok));
         assert_eq!(
             classify_str("HELLO 3"),
-            Action::Local(LocalCommand::Hello(Some(3)))
+            Action::Local(LocalCommand::Hello(Some(3), None))
         );
         assert!(matches!(
             classify_str("CONFIG GET save"),

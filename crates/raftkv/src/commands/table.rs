@@ -763,6 +763,18 @@ pub static COMMANDS: &[CommandSpec] = &[
         complexity: "O(1)",
     },
     CommandSpec {
+        name: "auth",
+        arity: -2,
+        flags: &["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"],
+        keys: (0, 0, 0),
+        key_specs: &[],
+        acl: &["@fast", "@connection"],
+        group: "connection",
+        summary: "Authenticate to the server",
+        since: "1.0.0",
+        complexity: "O(N) where N is the number of passwords defined for the user",
+    },
+    CommandSpec {
         name: "delifeq",
         arity: 3,
         flags: &["write", "fast"],

@@ -30,7 +30,9 @@ async fn serve_client(mut stream: TcpStream, shared: Arc<Shared>) {
     };
     let _ = stream.set_nodelay(true);
     let conn_id = shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let authenticated = shared.requirepass.is_none();
     let mut conn = Connection {
+        authenticated,
         shared,
         id: conn_id,
         protocol: Protocol::Resp2,
@@ -91,6 +93,24 @@ struct Connection {
     out: BytesMut,
     /// Between `MULTI` and `EXEC`/`DISCARD`: what is queued.
     tx: Option<Transaction>,
+    /// `AUTH` succeeded, or no password is required.
+    authenticated: bool,
+}
+
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Compares a password in time that depends on the lengths only, not on
+/// where the first difference is (a timing side channel would let a client
+/// guess the password byte by byte).
+fn same_password(given: &[u8], expected: &[u8]) -> bool {
+    let n = given.len().max(expected.len());
+    let mut diff = (given.len() ^ expected.len()) as u8 | u8::from(given.len() != expected.len());
+    for i in 0..n {
+        let a = given.get(i).copied().unwrap_or(0);
+        let b = expected.get(i).copied().unwrap_or(0);
+        diff |= a ^ b;
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// A transaction being queued (`MULTI`): the commands for the store, in
@@ -124,6 +144,40 @@ impl Connection {
                 .unwrap_or_default();
             let size = request_size(&args);
             let action = classify_sized(&args, size, &self.shared.data_limits);
+            if !self.authenticated {
+                // Redis: nothing but AUTH, HELLO ... AUTH and QUIT before
+                // the password.
+                let refusal = match &action {
+                    Action::Local(LocalCommand::Auth(..))
+                    | Action::Local(LocalCommand::Hello(_, Some(_)))
+                    | Action::Local(LocalCommand::Quit) => None,
+                    Action::Local(LocalCommand::Hello(_, None)) => Some(
+                        "NOAUTH HELLO must be called with the client already authenticated, \
+                         otherwise the HELLO AUTH <user> <pass> option can be used to \
+                         authenticate the client and select the RESP protocol version at the \
+                         same time",
+                    ),
+                    // As Redis: an unknown command or a wrong arity is
+                    // refused before the password is asked for, and a
+                    // malformed AUTH or HELLO gets its own error.
+                    Action::Reply(Reply::Error(e))
+                        if e.starts_with("ERR unknown command")
+                            || e.starts_with("ERR wrong number of arguments")
+                            || matches!(name.as_str(), "auth" | "hello") =>
+                    {
+                        None
+                    }
+                    _ => Some("NOAUTH Authentication required."),
+                };
+                if let Some(refusal) = refusal {
+                    self.flush(batch.take(), &mut names).await;
+                    self.shared
+                        .metrics
+                        .observe_request("noauth", Duration::ZERO, true);
+                    self.reply(&Reply::Error(refusal.into()));
+                    continue;
+                }
+            }
             if let Action::Local(LocalCommand::Multi) = action {
                 self.flush(batch.take(), &mut names).await;
                 let reply = if self.tx.is_some() {
@@ -363,12 +417,38 @@ impl Connection {
         }
     }
 
+    /// `AUTH [user] pass` (also `HELLO ... AUTH`): only the default user.
+    fn auth(&mut self, user: Option<&[u8]>, pass: &[u8]) -> Reply {
+        let default_user = user.is_none_or(|u| u == b"default");
+        match &self.shared.requirepass {
+            None if user.is_none() => Reply::error(
+                "ERR AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?",
+            ),
+            // No password: the default user takes any.
+            None if default_user => Reply::ok(),
+            Some(expected) if default_user && same_password(pass, expected) => {
+                self.authenticated = true;
+                Reply::ok()
+            }
+            _ => Reply::Error(WRONGPASS.into()),
+        }
+    }
+
     /// Answers a command this node handles itself; true means close.
     fn local(&mut self, cmd: LocalCommand) -> bool {
         let reply = match cmd {
             LocalCommand::Ping(None) => Reply::Simple("PONG".into()),
             LocalCommand::Ping(Some(m)) | LocalCommand::Echo(m) => Reply::Bulk(m),
-            LocalCommand::Hello(proto) => {
+            LocalCommand::Auth(user, pass) => self.auth(user.as_deref(), &pass),
+            LocalCommand::Hello(proto, auth) => {
+                if let Some((user, pass)) = auth {
+                    let r = self.auth(Some(&user), &pass);
+                    if matches!(r, Reply::Error(_)) {
+                        self.reply(&r);
+                        return false;
+                    }
+                }
                 if let Some(p) = proto {
                     self.protocol = if p == 3 {
                         Protocol::Resp3
@@ -470,5 +550,22 @@ fn kv_reply(out: KvOutput) -> Reply {
         KvOutput::Error(e) => Reply::Error(e),
         KvOutput::Status(s) => Reply::Simple(s),
         KvOutput::Multi(outs) => Reply::Array(outs.into_iter().map(kv_reply).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_password;
+
+    #[test]
+    fn passwords_compare_equal_only_when_identical() {
+        assert!(same_password(b"s3cret", b"s3cret"));
+        assert!(!same_password(b"s3cre", b"s3cret"));
+        assert!(!same_password(b"s3cret!", b"s3cret"));
+        assert!(!same_password(b"S3cret", b"s3cret"));
+        assert!(!same_password(b"", b"s3cret"));
+        // A prefix padded with zero bytes is not the password either.
+        assert!(!same_password(b"s3cret\0", b"s3cret"));
+        assert!(same_password(b"", b""));
     }
 }

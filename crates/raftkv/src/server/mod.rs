@@ -76,6 +76,8 @@ pub struct Shared {
     pub clients: Arc<Semaphore>,
     /// Redis' `timeout`: an idle client is disconnected after this.
     pub idle_timeout: Option<Duration>,
+    /// Redis' `requirepass`.
+    pub requirepass: Option<bytes::Bytes>,
     pub metrics: Arc<Metrics>,
     max_clients_total: usize,
     next_conn_id: AtomicU64,
@@ -238,6 +240,10 @@ pub async fn run(
         },
         clients: Arc::new(Semaphore::new(config.max_clients)),
         idle_timeout: config.idle_timeout,
+        requirepass: config
+            .requirepass
+            .as_ref()
+            .map(|p| bytes::Bytes::copy_from_slice(p.as_bytes())),
         metrics,
         max_clients_total: config.max_clients,
         next_conn_id: AtomicU64::new(1),

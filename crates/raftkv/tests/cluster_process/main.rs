@@ -10,6 +10,7 @@
 #[path = "../process/mod.rs"]
 mod process;
 
+mod auth;
 mod bad_flags;
 mod bad_input;
 mod conditional_set;
