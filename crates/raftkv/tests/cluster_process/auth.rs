@@ -47,36 +47,6 @@ fn start_raftkv(password: &str) -> Guarded {
     }
 }
 
-fn start_redis(password: &str) -> Option<Guarded> {
-    if !have("redis-server") {
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_ports(1)[0];
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .args(["--bind", "127.0.0.1", "--requirepass", password])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-server");
-    wait_until(secs(10), "redis-server answers", || {
-        RawConn::connect(port, secs(1)).ok()?.cmd(&["PING"]).ok()
-    });
-    Some(Guarded {
-        child,
-        port,
-        _dir: dir,
-    })
-}
-
 const STEPS: &[&[&str]] = &[
     &["GET", "a"],
     &["SET", "a", "1"],
@@ -102,7 +72,7 @@ const STEPS: &[&[&str]] = &[
 fn requirepass_auth_and_errors_match_redis_server() {
     let ours = start_raftkv("s3cret");
     let mut a = RawConn::connect(ours.port, secs(5)).expect("connect");
-    let theirs = start_redis("s3cret");
+    let theirs = have("redis-server").then(|| RedisServer::start(&["--requirepass", "s3cret"]));
     let mut b = theirs
         .as_ref()
         .map(|t| RawConn::connect(t.port, secs(5)).expect("connect to redis-server"));

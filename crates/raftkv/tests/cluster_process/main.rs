@@ -142,3 +142,47 @@ fn have(program: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// A throwaway `redis-server` (no persistence), killed on drop: the
+/// reference the differential tests compare with.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one with `extra` settings (e.g. `--requirepass x`); waits
+    /// until it answers.
+    fn start(extra: &[&str]) -> RedisServer {
+        let port = free_ports(1)[0];
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--bind", "127.0.0.1"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        // Any reply will do (with a password, PING gets -NOAUTH).
+        wait_until(secs(10), "redis-server answers", || {
+            RawConn::connect(port, secs(1))
+                .ok()
+                .and_then(|mut c| c.cmd(&["PING"]).ok())
+        });
+        RedisServer { child, port }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

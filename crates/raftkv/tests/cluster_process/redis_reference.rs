@@ -7,46 +7,6 @@
 
 use super::*;
 
-/// A throwaway `redis-server` (no persistence), killed on drop.
-struct RedisServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start() -> RedisServer {
-        let port = free_ports(1)[0];
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        wait_until(secs(10), "redis-server answers PING", || {
-            RawConn::connect(port, secs(1))
-                .ok()
-                .and_then(|mut c| c.cmd(&["PING"]).ok())
-                .filter(|r| *r == Resp::Simple("PONG".into()))
-        });
-        RedisServer { child, port }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `COMMAND INFO` with the tips (index 7) and the subcommands (index 9)
 /// left out: tips are Redis Cluster's routing hints (`request_policy:...`),
 /// which a single raftkv cluster does not give, and raftkv's container
@@ -99,7 +59,7 @@ fn replies_and_errors_match_redis_server() {
         eprintln!("SKIPPED: redis-server is not installed");
         return;
     }
-    let redis = RedisServer::start();
+    let redis = RedisServer::start(&[]);
     let c = Cluster::start();
     let leader = c.wait_for_leader(secs(5));
     let follower = c.followers(leader)[0];
