@@ -205,11 +205,8 @@ impl World {
     pub(super) fn wipe(&mut self, x: usize) {
         let votes_may_count = self.votes_may_count(x);
         self.crash(x, false);
-        let incarnation = self.rng.next_u64();
+        let incarnation = self.new_data_dir(x);
         let node = &mut self.nodes[x];
-        node.disk = SimDisk::new();
-        node.book = IncarnationBook::default();
-        node.incarnation = incarnation;
         // Restarted with the flags it was started with: `--cluster` (the
         // bootstrap list) or `--join` (none).
         node.vote_right = if node.bootstrap.voters().is_empty() {
@@ -217,7 +214,6 @@ impl World {
         } else {
             VoteRight::for_new_data_dir(node.id, node.bootstrap.voters())
         };
-        node.committed_config = None;
         node.wiped = votes_may_count;
         let id = node.id;
         self.stats.wipes += 1;
@@ -227,6 +223,18 @@ impl World {
         let at = self.now + self.rng.range(5_000, 1_000_000);
         let inc = self.nodes[x].inc;
         self.schedule(at, Event::Restart { node: x, inc });
+    }
+
+    /// Node `x` (down) gets an empty data dir: no log, no hard state, no
+    /// snapshots, an empty book of peers, a new incarnation (returned).
+    pub(super) fn new_data_dir(&mut self, x: usize) -> u64 {
+        let incarnation = self.rng.next_u64();
+        let node = &mut self.nodes[x];
+        node.disk = SimDisk::new();
+        node.book = IncarnationBook::default();
+        node.incarnation = incarnation;
+        node.committed_config = None;
+        incarnation
     }
 
     pub(super) fn hello_round(&mut self, x: usize, inc: u32) {

@@ -225,14 +225,10 @@ impl World {
         if self.nodes[x].is_up() {
             self.crash(x, false);
         }
-        let incarnation = self.rng.next_u64();
+        let incarnation = self.new_data_dir(x);
         let node = &mut self.nodes[x];
-        node.disk = SimDisk::new();
-        node.book = IncarnationBook::default();
-        node.incarnation = incarnation;
         node.vote_right = VoteRight::for_joining_server();
         node.bootstrap = Membership::new(&[], &[]);
-        node.committed_config = None;
         node.wiped = false;
         let id = node.id;
         self.trace(format!(
