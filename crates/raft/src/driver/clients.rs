@@ -8,7 +8,7 @@
 //! steps 1–3: a read index), then for the state machine to apply that index
 //! (step 4).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use thiserror::Error;
 
@@ -67,7 +67,10 @@ pub(crate) struct Waiters<W> {
     /// Proposals waiting for their index to be applied: index → (term, waiter).
     proposals: BTreeMap<LogIndex, (Term, W)>,
     /// Reads waiting for the leader to confirm it still leads, by read id.
-    reads_unconfirmed: HashMap<u64, (Vec<u8>, W)>,
+    /// Ordered, so that `drain` answers them in the same order every run
+    /// (a `HashMap`'s order changes from process to process, and the
+    /// simulator's seeds must replay exactly).
+    reads_unconfirmed: BTreeMap<u64, (Vec<u8>, W)>,
     /// Reads confirmed, waiting for `last_applied >= read index`.
     reads_confirmed: BTreeMap<(LogIndex, u64), (Vec<u8>, W)>,
     next_read_id: u64,
@@ -77,7 +80,7 @@ impl<W> Waiters<W> {
     pub(crate) fn new() -> Self {
         Waiters {
             proposals: BTreeMap::new(),
-            reads_unconfirmed: HashMap::new(),
+            reads_unconfirmed: BTreeMap::new(),
             reads_confirmed: BTreeMap::new(),
             next_read_id: 1,
         }
@@ -181,6 +184,21 @@ impl<W> Waiters<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drain_answers_every_waiter_in_a_fixed_order() {
+        let mut w = Waiters::new();
+        w.proposed(5, 1, "p5");
+        w.proposed(3, 1, "p3");
+        for name in ["r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"] {
+            let id = w.next_read_id();
+            w.read_unconfirmed(id, Vec::new(), name);
+        }
+        assert_eq!(
+            w.drain(),
+            vec!["p3", "p5", "r0", "r1", "r2", "r3", "r4", "r5", "r6", "r7"]
+        );
+    }
 
     #[test]
     fn an_applied_entry_answers_its_proposal_only_if_the_term_matches() {
